@@ -1,0 +1,90 @@
+"""The sign and scale contract: predictions against real leave-one-out retraining."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from infcore.fit import fit
+from infcore.influence import inverse_hvp_cg, predicted_loss_change
+from infcore.loo import LooSolver, loo_retrain
+from infcore.metrics import agreement, pearson, slope, spearman
+from infcore.objective import LogisticObjective
+from infcore.selection import top_k
+from problems import make_logistic
+
+
+def test_fit_certificate():
+    obj, _, _ = make_logistic(n=200, d=6, k=3)
+    res = fit(obj, tol=1e-10)
+    assert res.converged and res.grad_maxnorm <= 1e-10
+    assert obj.grad(res.theta).abs().max() <= 1e-10
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_predicted_vs_actual_loo_every_point(k):
+    """Pearson >= 0.99 and slope in 0.9..1.1 over every training point (DESIGN.md contract)."""
+    obj, Xt, yt = make_logistic(n=300, d=4, k=k, seed=k)
+    theta = fit(obj, tol=1e-12).theta
+    x_test, y_test = Xt[:1], yt[:1]
+    s = inverse_hvp_cg(obj, theta, obj.data_grad(theta, x_test, y_test), tol=1e-12).raise_if_not_converged().x
+    pred = predicted_loss_change(obj, theta, s)
+    loo = loo_retrain(obj, theta, torch.arange(obj.n), tol=1e-10)
+    assert loo.converged.all() and loo.grad_maxnorm.max() <= 1e-10
+    actual = obj.data_loss(loo.thetas, x_test, y_test) - obj.data_loss(theta, x_test, y_test)
+    a = agreement(pred, actual)
+    assert a["pearson"] >= 0.99, a
+    assert 0.9 <= a["slope"] <= 1.1, a
+    # sign: the point with the largest predicted increase really increases the test loss
+    i = int(pred.argmax())
+    assert actual[i] > 0
+
+
+def test_loo_matches_refit_from_scratch():
+    obj, _, _ = make_logistic(n=120, d=5, k=3, seed=4)
+    theta = fit(obj, tol=1e-12).theta
+    idx = torch.tensor([0, 17, 119])
+    loo = loo_retrain(obj, theta, idx, tol=1e-11)
+    for j, i in enumerate(idx.tolist()):
+        keep = torch.ones(obj.n, dtype=torch.bool)
+        keep[i] = False
+        ref = fit(LogisticObjective(obj.X[keep], obj.y[keep], 3, obj.l2), tol=1e-12).theta
+        assert (loo.thetas[j] - ref).abs().max() < 1e-9
+        loo_obj = LogisticObjective(obj.X[keep], obj.y[keep], 3, obj.l2)
+        assert loo_obj.grad(loo.thetas[j]).abs().max() <= 1e-11  # certificate is the real gradient
+
+
+@pytest.mark.parametrize("woodbury", [True, False])
+def test_loo_batching_and_woodbury_do_not_change_the_answer(woodbury):
+    obj, _, _ = make_logistic(n=80, d=6, k=3, seed=5, scale=2.0)
+    theta = fit(obj, tol=1e-12).theta
+    idx = torch.arange(obj.n)
+    solver = LooSolver(obj, theta, woodbury=woodbury)
+    one = torch.stack([solver.run(idx[i:i + 1]).thetas[0] for i in range(0, obj.n, 9)])
+    batched = solver.run(idx, chunk=16)
+    assert batched.converged.all()
+    assert (batched.thetas[::9] - one).abs().max() < 1e-9
+
+
+def test_loo_rejects_bad_index():
+    obj, _, _ = make_logistic(n=30, d=3, k=2)
+    theta = fit(obj).theta
+    with pytest.raises(IndexError, match=r"\[0, 30\)"):
+        loo_retrain(obj, theta, [3, 30])
+
+
+def test_metrics_known_values():
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    assert pearson(a, 2 * a + 1) == pytest.approx(1.0)
+    assert pearson(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, a ** 3) == pytest.approx(1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+    assert slope(3 * a, a) == pytest.approx(3.0)
+    assert pearson([1.0, 2.0, 4.0], [1.0, 3.0, 2.0]) == pytest.approx(1 / np.sqrt(84 / 9))
+
+
+def test_top_k_order_and_errors():
+    pred = torch.tensor([0.1, -0.5, 0.5, 0.0, 0.3])
+    assert top_k(pred, 3).tolist() == [1, 2, 4]
+    with pytest.raises(ValueError, match="k = 6"):
+        top_k(pred, 6)
