@@ -7,7 +7,7 @@ import pytest
 import torch
 from infcore.fit import fit
 from infcore.influence import inverse_hvp_cg, predicted_loss_change
-from infcore.loo import LooSolver, loo_retrain
+from infcore.loo import LooSolver, chord_factor, loo_retrain
 from infcore.metrics import agreement, pearson, slope, spearman
 from infcore.objective import LogisticObjective
 from infcore.selection import top_k
@@ -88,3 +88,13 @@ def test_top_k_order_and_errors():
     assert top_k(pred, 3).tolist() == [1, 2, 4]
     with pytest.raises(ValueError, match="k = 6"):
         top_k(pred, 6)
+
+
+def test_precomputed_float32_factor_gives_same_certified_answer():
+    obj, _, _ = make_logistic(n=150, d=5, k=3, seed=6)
+    theta = fit(obj, tol=1e-12).theta
+    idx = torch.arange(0, 150, 7)
+    ref = loo_retrain(obj, theta, idx)
+    L32 = chord_factor(obj, theta).float()
+    res = loo_retrain(obj, theta, idx, factor=L32)
+    assert res.converged.all() and (res.thetas - ref.thetas).abs().max() < 1e-9

@@ -57,6 +57,21 @@ class LooResult:
                 "mean_steps": float(self.steps.double().mean()) if self.indices.numel() else 0.0}
 
 
+def chord_factor(obj: LogisticObjective, theta_hat: torch.Tensor,
+                 hessian_dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+    """Lower Cholesky factor of ``M = (n/(n-1)) H_data(theta_hat) + l2 I``, the chord matrix
+    shared by every removed point. Compute it once and pass it as ``LooSolver(factor=...)``
+    to shards that would otherwise each form the Hessian."""
+    n, l2 = obj.n, obj.l2
+    H = obj.hessian(theta_hat, dtype=hessian_dtype)
+    H.diagonal().sub_(l2)
+    H.mul_(n / (n - 1)).diagonal().add_(l2)
+    L, info = torch.linalg.cholesky_ex(H)
+    if int(info) != 0:
+        raise ValueError("LOO chord matrix is not positive definite; is l2 > 0?")
+    return L
+
+
 class LooSolver:
     """Holds the factored chord matrix so several batches of points can reuse it.
 
@@ -69,22 +84,16 @@ class LooSolver:
 
     def __init__(self, obj: LogisticObjective, theta_hat: torch.Tensor,
                  hessian_dtype: torch.dtype | None = torch.float32, woodbury: bool | str = "auto",
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, factor: torch.Tensor | None = None):
         if not isinstance(obj, LogisticObjective):
             raise TypeError(f"LOO retraining supports LogisticObjective, got {type(obj).__name__}")
         if obj.n < 2:
             raise ValueError("need at least 2 training points for leave-one-out")
         t0 = time.perf_counter()
         self.obj, self.theta_hat = obj, theta_hat
-        n, l2 = obj.n, obj.l2
-        H = obj.hessian(theta_hat, dtype=hessian_dtype)
-        H.diagonal().sub_(l2)
-        H.mul_(n / (n - 1)).diagonal().add_(l2)
-        L, info = torch.linalg.cholesky_ex(H)
-        if int(info) != 0:
-            raise ValueError("LOO chord matrix is not positive definite; is l2 > 0?")
-        self.L = L
-        del H
+        self.L = chord_factor(obj, theta_hat, hessian_dtype) if factor is None else factor.to(obj.X.dtype)
+        if self.L.shape != (obj.dim, obj.dim):
+            raise ValueError(f"factor has shape {tuple(self.L.shape)}, expected ({obj.dim}, {obj.dim})")
         self.woodbury = (n < 4 * obj.dim) if woodbury == "auto" else bool(woodbury)
         self.D_hat = obj.data_grad(theta_hat, obj.X, obj.y)
         self.newton_after, self.newton_max_dim = 4, 1024
@@ -200,9 +209,13 @@ def loo_retrain(obj: LogisticObjective, theta_hat: torch.Tensor, indices, tol: f
                 max_steps: int = 30, chunk: int | None = None,
                 progress: Callable[[int, int, str], None] | None = None,
                 hessian_dtype: torch.dtype | None = torch.float32, woodbury: bool | str = "auto",
-                log: Callable[[str], None] | None = None) -> LooResult:
-    """Certified LOO optima of ``obj`` without each of ``indices`` (see module docstring)."""
-    solver = LooSolver(obj, theta_hat, hessian_dtype=hessian_dtype, woodbury=woodbury, log=log)
+                log: Callable[[str], None] | None = None,
+                factor: torch.Tensor | None = None) -> LooResult:
+    """Certified LOO optima of ``obj`` without each of ``indices`` (see module docstring).
+
+    ``factor``: a precomputed ``chord_factor(obj, theta_hat)`` (float32 storage is enough)."""
+    solver = LooSolver(obj, theta_hat, hessian_dtype=hessian_dtype, woodbury=woodbury, log=log,
+                       factor=factor)
     res = solver.run(indices, tol=tol, max_steps=max_steps, chunk=chunk, progress=progress)
     res.seconds += solver.setup_seconds
     return res
