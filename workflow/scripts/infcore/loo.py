@@ -94,7 +94,7 @@ class LooSolver:
         self.L = chord_factor(obj, theta_hat, hessian_dtype) if factor is None else factor.to(obj.X.dtype)
         if self.L.shape != (obj.dim, obj.dim):
             raise ValueError(f"factor has shape {tuple(self.L.shape)}, expected ({obj.dim}, {obj.dim})")
-        self.woodbury = (n < 4 * obj.dim) if woodbury == "auto" else bool(woodbury)
+        self.woodbury = (obj.n < 4 * obj.dim) if woodbury == "auto" else bool(woodbury)
         self.D_hat = obj.data_grad(theta_hat, obj.X, obj.y)
         self.newton_after, self.newton_max_dim = 4, 1024
         self.setup_seconds = time.perf_counter() - t0
