@@ -188,6 +188,35 @@ def test_batched_loo_equals_one_at_a_time(impl):
     assert (batched.theta[1] - batched.theta[0]).abs().max() > 1e-8
 
 
+@pytest.mark.parametrize("impl", ["loop", "grouped"])
+def test_independent_streams_batched_equals_one_at_a_time(impl):
+    x, y, tr = _trained_tiny()
+    remove = [5, cnn.CONTROL, 20]
+    kw = dict(steps=8, lr=5e-3, batch_size=8, l2=L2, seed=3, width=W, streams="independent")
+    batched = cnn.retrain(tr.theta, tr.adam, x, y, remove, impl=impl, **kw)
+    for j, r in enumerate(remove):
+        one = cnn.retrain(tr.theta, tr.adam, x, y, [r], impl="loop", **kw)
+        torch.testing.assert_close(batched.theta[j], one.theta[0], rtol=1e-12, atol=1e-13)
+    # run 5 never sees point 5; its stream is a permutation of the other 23 points
+    batches = list(cnn.batch_stream(24, 8, 6, cnn.run_seed(3, 5), exclude=5))
+    assert all(5 not in b.tolist() for b in batches)
+    assert len(set(torch.cat(batches[:2]).tolist())) == 16
+    # shared and independent streams differ
+    shared = cnn.retrain(tr.theta, tr.adam, x, y, remove, impl=impl,
+                         **{**kw, "streams": "shared"})
+    assert (shared.theta - batched.theta).abs().max() > 1e-8
+
+
+def test_per_model_inputs_grouped_equals_loop():
+    x, _ = tiny_data(12)
+    thetas = torch.stack([cnn.init_params(s, width=W, dtype=DT) for s in range(3)])
+    xs = x.reshape(3, 4, 1, 28, 28)
+    a = cnn.stacked_logits(thetas, xs, W, impl="grouped")
+    b = cnn.stacked_logits(thetas, xs, W, impl="loop")
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b[1], cnn.stacked_logits(thetas[1], xs[1], W))
+
+
 def test_control_is_continued_training_and_adam_state_carries_over():
     x, y, tr = _trained_tiny()
     ctrl = cnn.retrain(tr.theta, tr.adam, x, y, [cnn.CONTROL], steps=10, lr=5e-3,

@@ -26,6 +26,7 @@ log.info("%d runs x %d steps at lr %g on %s", len(remove), lo["steps"], lr, dev)
 res = cnn.retrain(theta, adam, d.x_train, d.y_train, remove, steps=lo["steps"], lr=lr,
                   batch_size=tr["batch_size"], l2=s["l2"], seed=lo["seed"], width=c["width"],
                   x_eval=d.x_test[tests], y_eval=d.y_test[tests], chunk=lo.get("chunk"),
+                  streams=lo.get("streams", "shared"),
                   progress=lambda a, b, m: log.info("%d/%d %s", a, b, m))
 base = cnn.example_losses(theta, d.x_test[tests], d.y_test[tests], c["width"]).cpu()
 wfio.save_torch({"removed": res.removed.cpu(), "test_indices": s["test_indices"],

@@ -226,7 +226,8 @@ def stacked_logits(theta: Tensor, x: Tensor, width: int = 8, in_channels: int = 
 
     Args:
         theta: ``(m, dim)`` stacked flat parameters (or ``(dim,)`` for one model).
-        x: ``(B, in_channels, H, W)`` inputs shared by all models.
+        x: ``(B, in_channels, H, W)`` inputs shared by all models, or ``(m, B, in_channels,
+            H, W)``: one batch per model.
         impl: ``"grouped"``, ``"loop"`` or ``"auto"``.
 
     Returns:
@@ -240,22 +241,24 @@ def stacked_logits(theta: Tensor, x: Tensor, width: int = 8, in_channels: int = 
     specs = layer_specs(width, in_channels, n_classes)
     if impl == "auto":
         impl = "grouped" if x.is_cuda else "loop"
+    per_model = x.dim() == 5
+    B = x.shape[1] if per_model else x.shape[0]
     if impl == "loop" or m == 1:
         outs = []
         for j in range(m):
-            h = x
+            h = x[j] if per_model else x
             for li, (_, _, _, stride) in enumerate(specs):
                 h = torch.tanh(F.conv2d(h, ps[2 * li][j], ps[2 * li + 1][j], stride=stride))
             outs.append(F.linear(h.mean(dim=(2, 3)), ps[-2][j], ps[-1][j]))
         out = torch.stack(outs)
     elif impl == "grouped":
-        h = x
+        h = x.transpose(0, 1).reshape(B, m * x.shape[2], *x.shape[3:]) if per_model else x
         for li, (_, co, _, stride) in enumerate(specs):
             w, b = ps[2 * li], ps[2 * li + 1]
             w = w.reshape(m * co, *w.shape[2:])
             h = torch.tanh(F.conv2d(h, w, b.reshape(m * co), stride=stride,
-                                    groups=1 if li == 0 else m))
-        h = h.mean(dim=(2, 3)).reshape(x.shape[0], m, n_classes)
+                                    groups=1 if li == 0 and not per_model else m))
+        h = h.mean(dim=(2, 3)).reshape(B, m, n_classes)
         out = torch.einsum("bmi,moi->mbo", h, ps[-2]) + ps[-1].unsqueeze(1)
     else:
         raise ValueError(f"impl must be 'grouped', 'loop' or 'auto', not {impl!r}")
@@ -341,7 +344,8 @@ def lr_at(step: int, lr: float = 1e-4, decay_steps: Sequence[int] = (110_000, 22
     return lr * mult
 
 
-def batch_stream(n: int, batch_size: int, steps: int, seed: int, start_step: int = 0):
+def batch_stream(n: int, batch_size: int, steps: int, seed: int, start_step: int = 0,
+                 exclude: int = -1):
     """Deterministic minibatch indices: consecutive slices of seeded epoch permutations.
 
     Each epoch is a fresh permutation of ``range(n)`` from a CPU generator seeded with
@@ -355,22 +359,34 @@ def batch_stream(n: int, batch_size: int, steps: int, seed: int, start_step: int
         steps: number of batches to yield.
         seed: generator seed.
         start_step: skip this many batches first (to resume a stream).
+        exclude: a point left out of the pool (the stream is then over the n-1 others, like
+            the original's ``DataSet`` of the LOO training set); -1: none.
 
     Yields:
         ``(batch_size,)`` int64 CPU tensors.
     """
-    if not 0 < batch_size <= n:
-        raise ValueError(f"batch_size {batch_size} must be in [1, {n}]")
+    pool = torch.arange(n)
+    if exclude >= 0:
+        pool = pool[pool != exclude]
+    if not 0 < batch_size <= pool.numel():
+        raise ValueError(f"batch_size {batch_size} must be in [1, {pool.numel()}]")
     g = torch.Generator().manual_seed(seed)
-    per_epoch = n // batch_size
+    per_epoch = pool.numel() // batch_size
     perm, pos, k = None, per_epoch, 0
     while k < start_step + steps:
         if pos == per_epoch:
-            perm, pos = torch.randperm(n, generator=g), 0
+            perm, pos = torch.randperm(pool.numel(), generator=g), 0
+            if exclude >= 0:
+                perm = pool[perm]
         if k >= start_step:
             yield perm[pos * batch_size:(pos + 1) * batch_size]
         pos += 1
         k += 1
+
+
+def run_seed(seed: int, removed: int) -> int:
+    """Seed of the independent minibatch stream of the run that removes ``removed``."""
+    return (seed * 1_000_003 + removed + 1) % (2**63 - 1)
 
 
 @dataclass
@@ -425,12 +441,14 @@ def _masked_objective(theta: Tensor, xb: Tensor, yb: Tensor, bidx: Tensor, remov
     """Sum over models of each model's minibatch objective with its removed point masked.
 
     Model j's objective on batch b: ``sum_{k in b, k != r_j} CE_k / |{k in b : k != r_j}|
-    + (l2/2) ||w_j||^2``; ``r_j = -1`` masks nothing.
+    + (l2/2) ||w_j||^2``; ``r_j = -1`` masks nothing. ``bidx (B,)`` is one batch shared by
+    all models, ``bidx (m, B)`` one batch per model (``xb``, ``yb`` likewise).
     """
     logits = stacked_logits(theta, xb, *dims, impl=impl)  # (m, B, C)
     m, B, C = logits.shape
-    ce = F.cross_entropy(logits.reshape(m * B, C), yb.repeat(m), reduction="none").reshape(m, B)
-    keep = (bidx.unsqueeze(0) != remove.unsqueeze(1)).to(ce.dtype)
+    yy = yb.reshape(-1) if yb.dim() == 2 else yb.repeat(m)
+    ce = F.cross_entropy(logits.reshape(m * B, C), yy, reduction="none").reshape(m, B)
+    keep = (bidx.reshape(-1, B) != remove.unsqueeze(1)).to(ce.dtype)
     data = (ce * keep).sum(1) / keep.sum(1)
     reg = 0.5 * l2 * ((theta * wmask) ** 2).sum(1)
     return (data + reg).sum()
@@ -465,11 +483,19 @@ class TrainResult:
 def _run(theta: Tensor, adam: AdamState, x: Tensor, y: Tensor, remove: Tensor, steps: int,
          batch_size: int, seed: int, lr_fn: Callable[[int], float], l2: float, dims: tuple,
          start_step: int, stream_offset: int, log_every: int,
-         progress: Callable[[int, int, str], None] | None, impl: str = "auto") -> list:
+         progress: Callable[[int, int, str], None] | None, impl: str = "auto",
+         independent: bool = False) -> list:
     wmask = weight_mask(*dims, dtype=theta.dtype, device=theta.device)
     dev = x.device
     trace = []
-    for k, bidx in enumerate(batch_stream(x.shape[0], batch_size, steps, seed, stream_offset)):
+    n = x.shape[0]
+    if independent:
+        streams = [batch_stream(n, batch_size, steps, run_seed(seed, r), stream_offset, r)
+                   for r in remove.tolist()]
+        batches = (torch.stack(bs) for bs in zip(*streams, strict=True))
+    else:
+        batches = batch_stream(n, batch_size, steps, seed, stream_offset)
+    for k, bidx in enumerate(batches):
         bidx_d = bidx.to(dev)
         theta.requires_grad_(True)
         obj = _masked_objective(theta, x[bidx_d], y[bidx_d], bidx_d, remove, l2, wmask, dims,
@@ -566,7 +592,7 @@ def retrain(theta_hat: Tensor, adam_hat: AdamState | None, x: Tensor, y: Tensor,
             x_eval: Tensor | None = None, y_eval: Tensor | None = None,
             chunk: int | None = None, log_every: int = 0,
             progress: Callable[[int, int, str], None] | None = None,
-            impl: str = "auto") -> TrainResult:
+            impl: str = "auto", streams: str = "shared") -> TrainResult:
     """Continue training from ``theta_hat`` without one point, for many points at once.
 
     Run j continues Adam from ``(theta_hat, adam_hat)`` for ``steps`` steps at the constant
@@ -599,6 +625,11 @@ def retrain(theta_hat: Tensor, adam_hat: AdamState | None, x: Tensor, y: Tensor,
         log_every: record the mean objective every so many steps (0 = never).
         progress: optional ``progress(done, total, message)``; called per chunk.
         impl: forward implementation of the stack (see :func:`stacked_logits`).
+        streams: ``"shared"`` (above) or ``"independent"``: run j draws its own minibatches
+            from epoch permutations of the n-1 points without ``remove[j]`` (all n for the
+            control), seeded by :func:`run_seed` ``(seed, remove[j])`` -- the original
+            protocol's situation, where each LOO run had its own shuffles, so the drift of
+            continued training differs from run to run.
 
     Returns:
         :class:`TrainResult` with ``theta (m, dim)``, ``removed (m,)`` and
@@ -607,6 +638,8 @@ def retrain(theta_hat: Tensor, adam_hat: AdamState | None, x: Tensor, y: Tensor,
     t0 = time.perf_counter()
     dims = (width, x.shape[1], 10)
     n = x.shape[0]
+    if streams not in ("shared", "independent"):
+        raise ValueError(f"streams must be 'shared' or 'independent', not {streams!r}")
     rem = torch.as_tensor(list(remove), dtype=torch.long)
     if ((rem < -1) | (rem >= n)).any():
         raise ValueError(f"removal indices must be -1 or in [0, {n})")
@@ -622,7 +655,7 @@ def retrain(theta_hat: Tensor, adam_hat: AdamState | None, x: Tensor, y: Tensor,
         theta = theta_hat.repeat(r.numel(), 1)
         adam = base.expand(r.numel())
         tr = _run(theta, adam, x, y, r, steps, batch_size, seed, lambda t: lr, l2, dims,
-                  start_step, start_step, log_every, None, impl)
+                  start_step, start_step, log_every, None, impl, streams == "independent")
         thetas.append(theta)
         ms.append(adam.m)
         vs.append(adam.v)
