@@ -1,0 +1,264 @@
+"""The Snakemake workflow through the real CLI: lint, dry runs, config errors, a tiny run.
+
+Each test copies the workflow into a scratch folder, so nothing is written into the repo.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import pytest
+import wfio
+from workflow_utils import (
+    REPO,
+    copy_workflow,
+    dry_run_jobs,
+    job_counts,
+    load_yaml,
+    nothing_to_do,
+    run_snakemake,
+    write_fake_mnist,
+    write_yaml,
+)
+
+DEFAULT = load_yaml(REPO / "config" / "config.yaml")
+TINY = load_yaml(REPO / "config" / "tiny.yaml")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory):
+    """A scratch copy of the workflow (no data), shared by the lint and dry-run tests."""
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
+
+
+# ------------------------------------------------------------------------ lint, dry runs
+
+
+def test_lint_is_clean(wf):
+    res = run_snakemake(wf, "--lint")
+    assert res.returncode == 0, res.stdout
+    assert "Congratulations, your workflow is in a good condition" in res.stdout, res.stdout
+
+
+def test_dry_run_default_config(wf):
+    res = run_snakemake(wf, "-n", "--cores", "2")
+    assert res.returncode == 0, res.stdout
+    counts = job_counts(res.stdout)
+    n_tests = sum(len(e["test_indices"]) for e in DEFAULT["experiments"].values())
+    n_exp = len(DEFAULT["experiments"])
+    assert counts["mnist_download"] == 1  # no MNIST files in the scratch copy
+    # mnist_logreg_tests shares data and model with mnist_logreg
+    assert counts["data"] == n_exp - 1
+    assert counts["train"] == n_exp - 1
+    for rule in ("influence_cg", "select", "influence_lissa", "figure_test"):
+        assert counts[rule] == n_tests, rule
+    assert counts["loo_shard"] == n_exp * DEFAULT["loo_shards"]
+    assert counts["loo_gather"] == counts["figure"] == n_exp
+    assert counts["summary"] == counts["paper_figure"] == 1
+    jobs = dry_run_jobs(res.stdout)
+    train_outputs = {o for j in jobs if j["rule"] == "train" for o in j["output"]}
+    assert "results/mnist_logreg/train/theta.pt" in train_outputs
+    assert not any("mnist_logreg_tests/train" in o for o in train_outputs)
+
+
+def test_set_scatter_overrides_shard_count(wf):
+    res = run_snakemake(wf, "-n", "--cores", "2", "--set-scatter", "loo=3")
+    assert res.returncode == 0, res.stdout
+    assert job_counts(res.stdout)["loo_shard"] == 3 * len(DEFAULT["experiments"])
+    shards = {o for j in dry_run_jobs(res.stdout) if j["rule"] == "loo_shard" for o in j["output"]}
+    assert "results/random_small/loo/shards/3-of-3.pt" in shards
+
+
+# ---------------------------------------------------------------------------- bad configs
+
+
+def _set(cfg, path, value):
+    node = cfg
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+
+
+BAD_CONFIGS = [
+    # (id, path to change, value, substrings the error must contain)
+    ("wrong-type", ["experiments", "mnist_logreg", "top_k"], "many",
+     ["experiments.mnist_logreg.top_k", "is not of type 'integer'"]),
+    ("yaml-float-string", ["experiments", "mnist_logreg", "cg", "tol"], "1e-10",
+     ["experiments.mnist_logreg.cg.tol", "is not of type 'number'"]),
+    ("unknown-top-key", ["lo_shards"], 3, ["'lo_shards' was unexpected"]),
+    ("unknown-nested-key", ["experiments", "mnist_logreg", "lissa", "scales"], 10.0,
+     ["experiments.mnist_logreg.lissa", "'scales' was unexpected"]),
+    ("test-index-out-of-range", ["experiments", "mnist_logreg", "test_indices"], [8, 10000],
+     ["experiments.mnist_logreg.test_indices[1] = 10000 is outside the test set (n_test = 10000"]),
+    ("top-k-exceeds-n", ["experiments", "mnist_logreg", "top_k"], 60000,
+     ["experiments.mnist_logreg.top_k = 60000 exceeds n_train = 55000"]),
+    ("top-k-exceeds-random-n", ["experiments", "random_small", "top_k"], 1001,
+     ["experiments.random_small.top_k = 1001 exceeds n_train = 1000"]),
+    ("random-test-index", ["experiments", "random_small", "test_indices"], [200],
+     ["experiments.random_small.test_indices[0] = 200 is outside the test set (n_test = 200"]),
+    ("negative-l2", ["experiments", "random_small", "l2"], -0.01,
+     ["experiments.random_small.l2", "less than or equal to the minimum of 0"]),
+    ("bad-enum", ["experiments", "mnist_logreg", "cg", "preconditioner"], "jacobi",
+     ["experiments.mnist_logreg.cg.preconditioner", "'jacobi' is not one of"]),
+    ("random-missing-n-train", ["experiments", "random_small", "dataset"],
+     {"kind": "random", "n_features": 8, "n_classes": 2, "n_test": 10},
+     ["experiments.random_small.dataset", "'n_train' is a required property"]),
+    ("validation-too-large", ["experiments", "mnist_logreg", "dataset", "validation_size"], 60000,
+     ["experiments.mnist_logreg.dataset.validation_size = 60000 leaves no training points"]),
+    ("paper-figure-unknown", ["paper_figure", "linear"], "nope",
+     ["paper_figure.linear = 'nope' is not an experiment"]),
+    ("bad-experiment-name", ["experiments", "bad/name"], {"dataset": {"kind": "mnist"}},
+     ["experiments", "'bad/name' does not match"]),
+]
+
+
+@pytest.mark.parametrize("path,value,expected", [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_rejected_naming_the_key(wf, path, value, expected):
+    cfg = copy.deepcopy(DEFAULT)
+    _set(cfg, path, value)
+    write_yaml(wf / "config" / "bad.yaml", cfg)
+    res = run_snakemake(wf, "-n", "--cores", "1", "--configfile", "config/bad.yaml")
+    assert res.returncode != 0, res.stdout
+    for text in expected:
+        assert text in res.stdout, f"{text!r} not in:\n{res.stdout}"
+    assert "Job stats" not in res.stdout  # stopped before planning any job
+
+
+def test_configfile_replaces_default_experiments(wf):
+    """--configfile must not be merged into config/config.yaml's experiments."""
+    res = run_snakemake(wf, "-n", "--cores", "1", "--configfile", "config/tiny.yaml")
+    assert res.returncode == 0, res.stdout
+    outputs = " ".join(o for j in dry_run_jobs(res.stdout) for o in j["output"])
+    assert "tiny_random" in outputs
+    assert "mnist_logreg" not in outputs and "random_small" not in outputs
+
+
+# -------------------------------------------------------------------------- wfio hooks
+
+
+def test_fail_once_hook(tmp_path, monkeypatch):
+    outputs = [str(tmp_path / "out" / "theta.pt")]
+    monkeypatch.setenv("INFCORE_FAIL_ONCE", f"train:{tmp_path / 'markers'}")
+    wfio.fail_once("select", outputs)  # other rule: no effect
+    assert not (tmp_path / "markers").exists()
+    with pytest.raises(SystemExit) as exc:
+        wfio.fail_once("train", outputs)
+    assert exc.value.code == 1
+    assert (tmp_path / "markers" / "train-theta.pt").exists()
+    assert not (tmp_path / "out").exists()  # nothing written
+    wfio.fail_once("train", outputs)  # second attempt runs
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x.json"
+    with pytest.raises(RuntimeError), wfio.atomic(target) as tmp:
+        with open(tmp, "w") as f:
+            f.write("partial")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    wfio.save_json({"a": float("nan"), "b": (1, 2)}, target)
+    assert json.loads(target.read_text()) == {"a": None, "b": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+# ---------------------------------------------------------------------- tiny end to end
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny config run end to end through the CLI, on fake MNIST files written here."""
+    wd = copy_workflow(tmp_path_factory.mktemp("tiny"))
+    write_fake_mnist(wd)
+    res = run_snakemake(wd, "--cores", "2", "--configfile", "config/tiny.yaml")
+    assert res.returncode == 0, res.stdout[-6000:]
+    return wd
+
+
+def _summary(wd):
+    with open(wd / "results" / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_cg_matches_loo(tiny):
+    rows = _summary(tiny)
+    experiments = set(TINY["experiments"])
+    expected = {(e, t, m) for e, s in TINY["experiments"].items() for t in s["test_indices"] for m in ("cg", "lissa")}
+    assert {(r["experiment"], int(r["test_index"]), r["method"]) for r in rows} == expected
+    for r in rows:
+        assert r["experiment"] in experiments
+        assert int(r["n_points"]) == TINY["experiments"][r["experiment"]]["top_k"]
+        if r["method"] == "cg":
+            assert float(r["pearson"]) >= 0.95, r
+            assert float(r["spearman"]) >= 0.9, r
+            assert 0.5 < float(r["slope"]) < 1.5, r
+        else:
+            assert float(r["pearson"]) > 0.5, r
+    md = (tiny / "results" / "summary.md").read_text()
+    assert "| tiny_random |" in md and "Linear (exact)" in md
+
+
+def test_tiny_run_outputs(tiny):
+    res = tiny / "results"
+    pngs = [res / "figure2.png"] + [res / e / "figure.png" for e in TINY["experiments"]]
+    pngs += [res / e / f"test_{t}" / "figure.png" for e, s in TINY["experiments"].items() for t in s["test_indices"]]
+    for png in pngs:
+        data = png.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000, png
+        assert png.with_suffix(".pdf").read_bytes()[:4] == b"%PDF", png
+    fig2 = json.loads((res / "figure2.json").read_text())
+    assert [p["panel"] for p in fig2["panels"]] == ["Linear (exact)", "Linear (approx)"]
+    assert fig2["panels"][0]["test_index"] == TINY["experiments"]["tiny_mnist"]["test_indices"][0]
+    md = (res / "figure2.md").read_text()
+    assert "Pearson R (paper)" in md and "| Linear (approx) |" in md
+    # data from the torchvision path on the fake files; LOO certified; shards joined in order
+    info = json.loads((tiny / "resources/datasets/tiny_mnist/dataset.json").read_text())
+    assert info["n_train"] == 500 and info["n_test"] == 50 and info["canonical_files"] is False
+    loo = json.loads((res / "tiny_mnist/loo/loo.json").read_text())
+    assert loo["all_converged"] and loo["max_grad_maxnorm"] <= 1e-10 and loo["shards"] == TINY["loo_shards"]
+    with open(res / "tiny_mnist/loo/loo.csv", newline="") as f:
+        loo_rows = list(csv.DictReader(f))
+    assert {int(r["test_index"]) for r in loo_rows} == set(TINY["experiments"]["tiny_mnist"]["test_indices"])
+    cg = json.loads((res / "tiny_mnist/influence_cg/test_3.json").read_text())
+    assert cg["converged"] and cg["final_residual"] <= 1e-10
+    for log in ("logs/train/tiny_mnist.log", "logs/loo_shard/tiny_mnist/1-of-2.log",
+                "logs/influence_lissa/tiny_mnist/test_3.log"):
+        assert (tiny / log).stat().st_size > 0, log
+    assert (tiny / "benchmarks/loo_shard/tiny_mnist/1-of-2.tsv").exists()
+
+
+def test_tiny_rerun_has_nothing_to_do(tiny):
+    res = run_snakemake(tiny, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")
+    assert res.returncode == 0 and nothing_to_do(res.stdout), res.stdout
+
+
+def test_changing_one_experiment_reruns_only_its_jobs(tiny):
+    cfg = copy.deepcopy(TINY)
+    cfg["experiments"]["tiny_random"]["l2"] = 0.02
+    write_yaml(tiny / "config" / "changed.yaml", cfg)
+    res = run_snakemake(tiny, "-n", "--cores", "2", "--configfile", "config/changed.yaml")
+    assert res.returncode == 0, res.stdout
+    jobs = dry_run_jobs(res.stdout)
+    rules = {j["rule"] for j in jobs}
+    assert {"train", "influence_cg", "select", "influence_lissa", "loo_shard", "loo_gather",
+            "figure_test", "figure", "summary", "all"} <= rules
+    assert "data" not in rules and "paper_figure" not in rules  # same data; figure 2 is tiny_mnist's
+    assert "Params have changed" in res.stdout
+    for j in jobs:
+        if j["rule"] in ("summary", "all"):
+            continue
+        assert j["wildcards"].get("experiment") == "tiny_random", j
+        assert all("tiny_random" in o for o in j["output"]), j
+
+    cfg = copy.deepcopy(TINY)
+    cfg["experiments"]["tiny_mnist"]["top_k"] = 30
+    write_yaml(tiny / "config" / "changed.yaml", cfg)
+    res = run_snakemake(tiny, "-n", "--cores", "2", "--configfile", "config/changed.yaml")
+    assert res.returncode == 0, res.stdout
+    jobs = dry_run_jobs(res.stdout)
+    rules = {j["rule"] for j in jobs}
+    assert {"select", "loo_shard", "paper_figure", "summary"} <= rules
+    assert not rules & {"data", "train", "influence_cg"}
+    assert not any("tiny_random" in o for j in jobs for o in j["output"])

@@ -1,0 +1,108 @@
+"""Helpers for the workflow tests: copy the workflow into a scratch folder, run the real
+``snakemake`` CLI there, and read its dry-run job list."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "profiles", "envs")
+
+
+def copy_workflow(dst: Path) -> Path:
+    """Copy what the workflow needs (Snakefile, rules, scripts, config, profiles, envs)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dst / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.exists():
+            shutil.copy2(src, dst / part)
+    return dst
+
+
+def snakemake_cmd() -> list[str]:
+    exe = shutil.which("snakemake")
+    return [exe] if exe else [sys.executable, "-m", "snakemake"]
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: float = 900, env: dict | None = None
+                  ) -> subprocess.CompletedProcess:
+    """Run ``snakemake *args`` in ``workdir``; stdout and stderr together in ``.stdout``."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(snakemake_cmd() + list(args), cwd=workdir, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, env=full_env)
+
+
+def load_yaml(path: Path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    return path
+
+
+def write_fake_mnist(workdir: Path, n_train: int = 600, n_test: int = 100, image_size: int = 10,
+                     root: str = "resources/mnist") -> list[Path]:
+    """Small MNIST-format .gz files where the workflow's torchvision root expects them."""
+    from infcore.data import write_fake_mnist as write
+
+    return write(workdir / root, n_train=n_train, n_test=n_test, seed=0, image_size=image_size)
+
+
+_JOB_START = re.compile(r"^(?:local)?rule (\w+):\s*$")
+
+
+def dry_run_jobs(output: str) -> list[dict]:
+    """Jobs of a ``snakemake -n`` output: rule, output files and wildcards of each job."""
+    jobs, cur = [], None
+    for line in output.splitlines():
+        m = _JOB_START.match(line)
+        if m:
+            cur = {"rule": m.group(1), "output": [], "wildcards": {}}
+            jobs.append(cur)
+            continue
+        if cur is None:
+            continue
+        s = line.strip()
+        if s.startswith("output:"):
+            cur["output"] = [p.strip() for p in s[len("output:"):].split(",") if p.strip()]
+        elif s.startswith("wildcards:"):
+            for kv in s[len("wildcards:"):].split(","):
+                k, _, v = kv.strip().partition("=")
+                cur["wildcards"][k] = v
+        elif not line.startswith(" ") and s:
+            cur = None
+    return jobs
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule -> count."""
+    counts, in_table = {}, False
+    for line in output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0].startswith("-"):
+                continue
+            if parts[0] == "total":
+                break
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def nothing_to_do(output: str) -> bool:
+    return "Nothing to be done" in output

@@ -1,0 +1,130 @@
+# Config validation, shared settings and path helpers for all rule files.
+
+import re
+import sys
+from pathlib import Path
+
+import jsonschema
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+
+from infcore.data import mnist_counts, mnist_raw_files  # noqa: E402
+from infcore.experiment import (  # noqa: E402
+    DATA_FIELDS,
+    MODEL_FIELDS,
+    ConfigError,
+    canonical,
+    check_config,
+    normalize,
+    owners,
+)
+
+
+def validate_config(cfg):
+    """Schema validation (fills defaults) with one readable message naming the key."""
+    try:
+        validate(cfg, "../../config/schema.yaml")
+    except WorkflowError as err:
+        ve = err.__context__  # snakemake raises while handling jsonschema's error
+        if not isinstance(ve, jsonschema.ValidationError):
+            raise
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ve.absolute_path).lstrip(".")
+        raise WorkflowError(f"Invalid config at {where or '(top level)'}: {ve.message}") from None
+    try:
+        check_config(cfg, mnist_counts(cfg["mnist_root"]))
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
+
+
+validate_config(config)
+
+# Canonical settings (sorted keys; dataset keys of its kind only) of every experiment.
+EXPERIMENTS = {name: normalize(exp) for name, exp in config["experiments"].items()}
+# Experiments with the same data (and model) reuse the files of the first one in config order.
+DATA_OWNER = owners(EXPERIMENTS, DATA_FIELDS)
+MODEL_OWNER = owners(EXPERIMENTS, MODEL_FIELDS)
+# Experiments the linear rules handle; rule files for other models add their own lists.
+LOGREG = [name for name, exp in EXPERIMENTS.items() if exp["model"] == "logreg"]
+# Extra targets of `rule all`; other rule files (e.g. cnn.smk) may append to this list.
+EXTRA_TARGETS = []
+
+
+def name_regex(names):
+    """A wildcard constraint matching exactly these names (nothing if empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+wildcard_constraints:
+    experiment=name_regex(EXPERIMENTS),
+    test=r"\d+",
+
+
+def exp_settings(wildcards, *fields):
+    """Canonical sub-settings of the wildcard's experiment (rule params)."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    return canonical({f: exp[f] for f in fields})
+
+
+def dataset_path(wildcards, name="dataset.pt"):
+    return f"resources/datasets/{DATA_OWNER[wildcards.experiment]}/{name}"
+
+
+def data_inputs(wildcards):
+    """The raw MNIST files for an MNIST experiment; nothing for random data."""
+    if EXPERIMENTS[wildcards.experiment]["dataset"]["kind"] == "mnist":
+        return [str(p) for p in mnist_raw_files(config["mnist_root"])]
+    return []
+
+
+def theta_path(wildcards):
+    return f"results/{MODEL_OWNER[wildcards.experiment]}/train/theta.pt"
+
+
+def train_info_path(wildcards):
+    return f"results/{MODEL_OWNER[wildcards.experiment]}/train/train.json"
+
+
+def test_files(pattern):
+    """Input function: ``pattern`` expanded over the experiment's test indices."""
+
+    def files(wildcards):
+        tests = EXPERIMENTS[wildcards.experiment]["test_indices"]
+        return [pattern.format(experiment=wildcards.experiment, test=t) for t in tests]
+
+    return files
+
+
+def mem_mb(wildcards, attempt):
+    """Rough memory need (MB) of the linear-model rules: data, a few (dim x dim) matrices."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    ds = exp["dataset"]
+    d, k = (784, 10) if ds["kind"] == "mnist" else (ds["n_features"], ds["n_classes"])
+    n = 60000 if ds["kind"] == "mnist" else ds["n_train"] + ds["n_test"]
+    dim = d * k
+    return int((1024 + (3 * dim * dim * 8 + 4 * n * d * 8) / 1e6) * attempt)
+
+
+def paper_figure_inputs(wildcards):
+    pf = config["paper_figure"]
+    lin, cnn = pf["linear"], pf["cnn"]
+    files = {"linear_csv": f"results/{lin}/figure.csv", "linear_json": f"results/{lin}/figure.json"}
+    if cnn and (cnn in EXPERIMENTS or Path(f"results/{cnn}/figure.csv").exists()):
+        files.update(cnn_csv=f"results/{cnn}/figure.csv", cnn_json=f"results/{cnn}/figure.json")
+    return files
+
+
+def first_test(name):
+    return EXPERIMENTS[name]["test_indices"][0] if name in EXPERIMENTS else None
+
+
+def all_targets():
+    targets = ["results/summary.csv", "results/summary.md"]
+    for name in EXPERIMENTS:
+        targets += [f"results/{name}/figure.{ext}" for ext in ("png", "pdf", "csv", "json")]
+    for name in LOGREG:
+        targets += [f"results/{name}/test_{t}/figure.png" for t in EXPERIMENTS[name]["test_indices"]]
+    if config["paper_figure"]["linear"]:
+        targets += [f"results/figure2.{ext}" for ext in ("png", "pdf", "json", "md")]
+    return targets + EXTRA_TARGETS

@@ -1,0 +1,44 @@
+# Actual leave-one-out retraining of the selected points (union over the experiment's test
+# points), split into `loo_shards` independent jobs (scattergather 'loo'; override with
+# --set-scatter loo=N) and joined in index order.
+
+
+rule loo_shard:
+    input:
+        selections=test_files("results/{experiment}/select/test_{test}.csv"),
+        dataset=dataset_path,
+        theta=theta_path,
+    output:
+        shard="results/{experiment}/loo/shards/{scatteritem}.pt",
+    log:
+        "logs/loo_shard/{experiment}/{scatteritem}.log",
+    benchmark:
+        "benchmarks/loo_shard/{experiment}/{scatteritem}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    wildcard_constraints:
+        experiment=name_regex(LOGREG),
+        scatteritem=r"\d+-of-\d+",
+    params:
+        settings=lambda wc: exp_settings(wc, "model", "l2", "loo", "test_indices"),
+    threads: 4
+    resources:
+        mem_mb=mem_mb,
+    script:
+        "../scripts/loo_shard.py"
+
+
+rule loo_gather:
+    input:
+        shards=gather.loo("results/{{experiment}}/loo/shards/{scatteritem}.pt"),
+    output:
+        csv="results/{experiment}/loo/loo.csv",
+        info="results/{experiment}/loo/loo.json",
+    log:
+        "logs/loo_gather/{experiment}.log",
+    conda:
+        "../../envs/torch.yaml"
+    wildcard_constraints:
+        experiment=name_regex(LOGREG),
+    script:
+        "../scripts/loo_gather.py"

@@ -1,0 +1,36 @@
+"""Rule figure_test: Figure 2 panels for one test point, the CSV behind them and their stats."""
+
+import wfio
+from infcore.experiment import figure_rows
+from infcore.plotting import influence_figure, panel_groups, test_point_title
+from infcore.tables import panel_stats
+
+log = wfio.setup(snakemake)
+exp, t = snakemake.wildcards.experiment, int(snakemake.wildcards.test)
+cg = wfio.load_json(snakemake.input.cg_info)
+lissa = wfio.load_json(snakemake.input.lissa_info)
+loo = wfio.load_json(snakemake.input.loo_info)
+lissa_pred = {int(r["train_index"]): float(r["predicted"]) for r in wfio.load_csv(snakemake.input.lissa)}
+rows = figure_rows(exp, t, wfio.load_csv(snakemake.input.selection), lissa_pred, wfio.load_csv(snakemake.input.loo))
+tp = {k: cg[k] for k in ("test_index", "label", "predicted_label", "correct", "p_label", "test_loss")}
+seconds = {"cg": cg["seconds"], "lissa": lissa["seconds"]}
+panels = [{**s, "seconds": seconds[s["method"]], **tp} for s in panel_stats(rows)]
+for p in panels:
+    log.info("%s: Pearson %.4f, Spearman %.4f, slope %.4f, n %d", p["panel"], p["pearson"], p["spearman"],
+             p["slope"], p["n_points"])
+record = {
+    "experiment": exp,
+    "test_index": t,
+    "test_point": tp,
+    "top_k": snakemake.params.top_k,
+    "n_train": cg["n_train"],
+    "panels": panels,
+    "timings": {"cg_seconds": cg["seconds"], "cg_iterations": cg["iterations"], "lissa_seconds": lissa["seconds"],
+                "loo_seconds_per_point": loo["seconds_per_point"]},
+}
+groups, _ = panel_groups(rows, panels)
+title = f"{exp}: {test_point_title(tp)}\ntop {record['top_k']} of {record['n_train']} training points by |CG prediction|"
+fig = influence_figure(groups, suptitle=title)
+wfio.save_figure(fig, snakemake.output.png, snakemake.output.pdf)
+wfio.save_csv(rows, snakemake.output.csv)
+wfio.save_json(record, snakemake.output.json)

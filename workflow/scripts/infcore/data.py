@@ -1,0 +1,348 @@
+"""Datasets for the experiments: MNIST (through torchvision) and seeded random data.
+
+A dataset is a :class:`Dataset`: float64 inputs ``X_train`` (n, d) and ``X_test`` (m, d),
+int64 labels, the number of classes and a small ``info`` dict (JSON-able) saying where it
+came from. ``Dataset.to_dict`` / ``Dataset.from_dict`` give the plain dict of tensors that
+``torch.save`` stores and ``torch.load(weights_only=True)`` reads back.
+
+MNIST follows Koh & Liang (2017): pixels / 255 flattened to 784 values; the first
+``validation_size`` training images (5000 in the paper) are held out, so the training set
+is the remaining 55000 images; the test set is the 10000 t10k images.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import shutil
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where used: the Snakefile imports this module
+    import torch
+
+# torchvision's resource list: file name (as stored, gzipped) -> md5 of the canonical archive.
+MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MNIST_SIZES = (60000, 10000)  # canonical (train, test) image counts
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors of one experiment (float64 inputs, int64 labels)."""
+
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.X_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.X_test.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    def to_dict(self) -> dict:
+        return {
+            "X_train": self.X_train,
+            "y_train": self.y_train,
+            "X_test": self.X_test,
+            "y_test": self.y_test,
+            "n_classes": int(self.n_classes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, info: dict | None = None) -> Dataset:
+        return cls(d["X_train"], d["y_train"], d["X_test"], d["y_test"], int(d["n_classes"]), info or {})
+
+    def describe(self) -> dict:
+        """JSON-able summary: shapes, dtypes, class counts, input range, and ``info``."""
+        import torch
+
+
+        def counts(y):
+            return torch.bincount(y, minlength=self.n_classes).tolist()
+
+        return {
+            **self.info,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "n_features": self.n_features,
+            "n_classes": int(self.n_classes),
+            "dtype": str(self.X_train.dtype).replace("torch.", ""),
+            "train_class_counts": counts(self.y_train),
+            "test_class_counts": counts(self.y_test),
+            "x_min": float(torch.cat([self.X_train.min(0).values, self.X_test.min(0).values]).min())
+            if self.n_train and self.n_test
+            else None,
+            "x_max": float(torch.cat([self.X_train.max(0).values, self.X_test.max(0).values]).max())
+            if self.n_train and self.n_test
+            else None,
+        }
+
+
+# --------------------------------------------------------------------------------- MNIST
+
+
+def mnist_raw_dir(root: str | Path) -> Path:
+    """Folder where torchvision keeps the raw MNIST files for ``root``."""
+    return Path(root) / "MNIST" / "raw"
+
+
+def mnist_raw_files(root: str | Path) -> list[Path]:
+    """The four gzipped IDX files under ``root`` (torchvision layout)."""
+    return [mnist_raw_dir(root) / name for name in MNIST_FILES]
+
+
+def read_idx_count(path: str | Path) -> int:
+    """Number of items in an IDX file (gzipped or not), read from its header only."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        header = f.read(8)
+    if len(header) < 8:
+        raise ValueError(f"{path}: not an IDX file (header too short)")
+    magic, count = struct.unpack(">II", header)
+    if magic >> 8 != 0x08 or not 1 <= magic & 0xFF <= 3:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
+    return int(count)
+
+
+def mnist_counts(root: str | Path) -> tuple[int, int] | None:
+    """(train images, test images) from the headers of the files under ``root``.
+
+    Returns None when the files are not there (yet): callers then assume the canonical
+    60000 / 10000.
+    """
+    raw = mnist_raw_dir(root)
+    counts = []
+    for stem in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        for candidate in (raw / stem, raw / f"{stem}.gz"):
+            if candidate.exists():
+                counts.append(read_idx_count(candidate))
+                break
+        else:
+            return None
+    return counts[0], counts[1]
+
+
+def md5sum(path: str | Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _decompress_archives(root: str | Path) -> None:
+    """Unpack every ``*.gz`` whose uncompressed twin is missing.
+
+    torchvision re-downloads any archive whose md5 differs from the canonical one before
+    extracting it; unpacking here first means torchvision finds the files and downloads
+    nothing (offline runs, and the small fake IDX files the tests write).
+    """
+    raw = mnist_raw_dir(root)
+    for name in MNIST_FILES:
+        gz, plain = raw / name, raw / name[: -len(".gz")]
+        if gz.exists() and not plain.exists():
+            tmp = plain.with_name(plain.name + ".tmp")
+            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(plain)
+
+
+def download_mnist(root: str | Path) -> list[Path]:
+    """Make sure the four MNIST files are under ``root`` (downloading only if missing)."""
+    from torchvision.datasets import MNIST
+
+    _decompress_archives(root)
+    MNIST(str(root), train=True, download=True)
+    return mnist_raw_files(root)
+
+
+def load_mnist(
+    root: str | Path,
+    validation_size: int = 5000,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> Dataset:
+    """MNIST as in the paper: pixels/255, flattened, float64; training images after the first
+    ``validation_size`` (55000 by default); all test images. ``max_train`` / ``max_test``
+    keep only the first that many points (None: all)."""
+    import torch
+    from torchvision.datasets import MNIST
+
+    _decompress_archives(root)
+    train = MNIST(str(root), train=True, download=True)
+    test = MNIST(str(root), train=False, download=True)
+    n_all = int(train.data.shape[0])
+    if not 0 <= validation_size < n_all:
+        raise ValueError(f"validation_size = {validation_size} must be in [0, {n_all})")
+
+    def prep(images):
+        return images.reshape(images.shape[0], -1).to(torch.float64) / 255.0
+
+    X_train, y_train = prep(train.data[validation_size:]), train.targets[validation_size:].long()
+    X_test, y_test = prep(test.data), test.targets.long()
+    if max_train is not None:
+        X_train, y_train = X_train[:max_train], y_train[:max_train]
+    if max_test is not None:
+        X_test, y_test = X_test[:max_test], y_test[:max_test]
+    files = {p.name: md5sum(p) for p in mnist_raw_files(root) if p.exists()}
+    info = {
+        "kind": "mnist",
+        "source": "torchvision.datasets.MNIST",
+        "root": str(root),
+        "validation_size": int(validation_size),
+        "train_range": [int(validation_size), int(validation_size) + int(X_train.shape[0])],
+        "preprocessing": "pixels / 255, flattened row-major to 784 values, float64",
+        "files_md5": files,
+        "canonical_files": bool(files) and all(files.get(k) == v for k, v in MNIST_FILES.items()),
+    }
+    return Dataset(X_train.contiguous(), y_train, X_test.contiguous(), y_test, 10, info)
+
+
+# -------------------------------------------------------------------------------- random
+
+
+def make_random(
+    n_features: int,
+    n_classes: int,
+    n_train: int,
+    n_test: int,
+    seed: int = 0,
+    input_std: float = 0.3,
+    teacher_scale: float = 3.0,
+    labels: str = "softmax",
+    label_noise: float = 0.0,
+) -> Dataset:
+    """Seeded random classification data with labels from a random linear teacher.
+
+    Inputs ``x ~ N(0, input_std^2 I)`` (train and test from the same distribution). A teacher
+    matrix ``W*`` (n_classes x n_features) has entries ``N(0, 1 / (n_features * input_std^2))``
+    so each teacher logit ``W* x`` has unit variance; the logits are multiplied by
+    ``teacher_scale``. Labels: ``"softmax"`` samples ``y ~ Categorical(softmax(teacher_scale *
+    W* x))``; ``"argmax"`` takes the teacher's argmax. Then a ``label_noise`` fraction of the
+    points (chosen at random) gets a uniformly random class. Everything is drawn from one
+    ``torch.Generator`` seeded with ``seed``, in a fixed order.
+    """
+    import torch
+
+    if labels not in ("softmax", "argmax"):
+        raise ValueError(f"labels must be 'softmax' or 'argmax', not {labels!r}")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"label_noise = {label_noise} must be in [0, 1]")
+    g = torch.Generator().manual_seed(int(seed))
+    n = n_train + n_test
+    X = torch.randn(n, n_features, generator=g, dtype=torch.float64) * input_std
+    W = torch.randn(n_classes, n_features, generator=g, dtype=torch.float64)
+    W /= math.sqrt(n_features) * input_std
+    logits = teacher_scale * (X @ W.T)
+    if labels == "softmax":
+        y = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=g).squeeze(1)
+    else:
+        y = logits.argmax(dim=1)
+    noisy = torch.rand(n, generator=g, dtype=torch.float64) < label_noise
+    y = torch.where(noisy, torch.randint(n_classes, (n,), generator=g), y).long()
+    info = {
+        "kind": "random",
+        "seed": int(seed),
+        "input_std": float(input_std),
+        "teacher_scale": float(teacher_scale),
+        "labels": labels,
+        "label_noise": float(label_noise),
+        "teacher_accuracy": float((logits.argmax(1) == y).double().mean()),
+        "generation": "x ~ N(0, input_std^2 I); y from softmax(teacher_scale * W* x) (or argmax), "
+        "W* ~ N(0, 1/(d input_std^2)); then label_noise fraction relabelled uniformly",
+    }
+    return Dataset(
+        X[:n_train].contiguous(), y[:n_train], X[n_train:].contiguous(), y[n_train:], n_classes, info
+    )
+
+
+def make_dataset(settings: dict, mnist_root: str | Path | None = None) -> Dataset:
+    """Build the dataset an experiment's ``dataset`` settings describe (see config/schema.yaml)."""
+    kind = settings["kind"]
+    if kind == "mnist":
+        if mnist_root is None:
+            raise ValueError("an MNIST dataset needs mnist_root")
+        return load_mnist(
+            mnist_root,
+            validation_size=settings.get("validation_size", 5000),
+            max_train=settings.get("max_train"),
+            max_test=settings.get("max_test"),
+        )
+    if kind == "random":
+        return make_random(
+            n_features=settings["n_features"],
+            n_classes=settings["n_classes"],
+            n_train=settings["n_train"],
+            n_test=settings["n_test"],
+            seed=settings.get("seed", 0),
+            input_std=settings.get("input_std", 0.3),
+            teacher_scale=settings.get("teacher_scale", 3.0),
+            labels=settings.get("labels", "softmax"),
+            label_noise=settings.get("label_noise", 0.0),
+        )
+    raise ValueError(f"unknown dataset kind {kind!r}")
+
+
+def write_idx(path: str | Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor as a (gzipped, if ``path`` ends in .gz) IDX file."""
+    import torch
+
+    path = Path(path)
+    array = array.to(torch.uint8).contiguous()
+    header = struct.pack(">I", 0x0800 | array.dim()) + b"".join(
+        struct.pack(">I", s) for s in array.shape
+    )
+    payload = header + array.numpy().tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def write_fake_mnist(root: str | Path, n_train: int = 600, n_test: int = 100, seed: int = 0,
+                     image_size: int = 28) -> list[Path]:
+    """Write small MNIST-format files (gzipped IDX, torchvision layout) under ``root``.
+
+    The images (``image_size`` square; MNIST's is 28) are class templates (a random pattern
+    per digit) plus noise, so a
+    linear model learns them but not perfectly. For offline tests of the MNIST code path.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(10, image_size, image_size, generator=g)
+
+    def images(n):
+        y = torch.randint(10, (n,), generator=g)
+        x = 0.6 * templates[y] + 0.6 * torch.rand(n, image_size, image_size, generator=g)
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8), y.to(torch.uint8)
+
+    raw = mnist_raw_dir(root)
+    xtr, ytr = images(n_train)
+    xte, yte = images(n_test)
+    write_idx(raw / "train-images-idx3-ubyte.gz", xtr)
+    write_idx(raw / "train-labels-idx1-ubyte.gz", ytr)
+    write_idx(raw / "t10k-images-idx3-ubyte.gz", xte)
+    write_idx(raw / "t10k-labels-idx1-ubyte.gz", yte)
+    return mnist_raw_files(root)

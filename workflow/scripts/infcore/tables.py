@@ -1,0 +1,123 @@
+"""Tables: agreement per panel, the cross-experiment summary and the Figure 2 comparison.
+
+Inputs are plain rows (dicts) as the figure CSVs and JSONs hold them; pandas is used only
+for the summary frame. No torch needed (the plotting environment runs this).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .metrics import agreement
+
+# Koh & Liang (2017), Figure 2: Pearson R between predicted and actual loss differences.
+PAPER_R = {"Linear (exact)": 1.0, "Linear (approx)": 0.99, "CNN": 0.86}
+
+SUMMARY_COLUMNS = [
+    "experiment", "model", "test_index", "label", "predicted_label", "correct", "test_loss",
+    "panel", "method", "pearson", "spearman", "slope", "n_points", "top_k", "n_train",
+    "method_seconds", "train_seconds", "loo_seconds", "loo_seconds_per_point",
+]
+
+
+def panel_stats(rows: Sequence[dict]) -> list[dict]:
+    """Agreement (Pearson, Spearman, slope of predicted on actual, n) per (test_index, panel).
+
+    ``rows`` are figure rows (test_index, panel, method, actual, predicted). Order: first
+    appearance.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((int(r["test_index"]), r["panel"], r["method"]), []).append(r)
+    out = []
+    for (t, panel, method), rs in groups.items():
+        a = np.array([float(r["actual"]) for r in rs])
+        p = np.array([float(r["predicted"]) for r in rs])
+        stats = agreement(p, a) if len(rs) >= 2 else {"pearson": math.nan, "spearman": math.nan,
+                                                      "slope": math.nan, "n_points": len(rs)}
+        out.append({"test_index": t, "panel": panel, "method": method, **stats})
+    return out
+
+
+def summary_rows(figure_records: Iterable[dict]) -> list[dict]:
+    """Flatten experiment figure JSONs (``panels`` list + experiment fields) into summary rows."""
+    rows = []
+    for rec in figure_records:
+        timings = rec.get("timings", {})
+        for p in rec["panels"]:
+            rows.append({
+                "experiment": rec["experiment"],
+                "model": rec.get("model"),
+                "test_index": p["test_index"],
+                "label": p.get("label"),
+                "predicted_label": p.get("predicted_label"),
+                "correct": p.get("correct"),
+                "test_loss": p.get("test_loss"),
+                "panel": p["panel"],
+                "method": p["method"],
+                "pearson": p["pearson"],
+                "spearman": p["spearman"],
+                "slope": p["slope"],
+                "n_points": p["n_points"],
+                "top_k": rec.get("top_k"),
+                "n_train": rec.get("n_train"),
+                "method_seconds": p.get("seconds"),
+                "train_seconds": timings.get("train_seconds"),
+                "loo_seconds": timings.get("loo_seconds"),
+                "loo_seconds_per_point": timings.get("loo_seconds_per_point"),
+            })
+    return rows
+
+
+def _fmt(v, floatfmt: str = ".4g") -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool) or isinstance(v, np.bool_):
+        return "yes" if v else "no"
+    if isinstance(v, float | np.floating):
+        return "nan" if math.isnan(v) else format(float(v), floatfmt)
+    return str(v).replace("|", "\\|")
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
+                   headers: Sequence[str] | None = None, floatfmt: str = ".4g") -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    headers = list(headers or columns)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c), floatfmt) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paper_rows(panels: Sequence[dict]) -> list[dict]:
+    """Rows of the Figure 2 table: our Pearson R next to the paper's, per panel.
+
+    Each panel dict: panel, pearson, spearman, slope, n_points, top_k, n_train, test_index,
+    experiment, and ``seconds`` (a dict step -> seconds).
+    """
+    out = []
+    for p in panels:
+        secs = p.get("seconds") or {}
+        out.append({
+            "panel": p["panel"],
+            "pearson": p["pearson"],
+            "paper_pearson": PAPER_R.get(p["panel"]),
+            "spearman": p["spearman"],
+            "slope": p["slope"],
+            "n_train": p.get("n_train"),
+            "top_k": p.get("top_k"),
+            "test_index": p.get("test_index"),
+            "experiment": p.get("experiment"),
+            "seconds": ", ".join(f"{k} {v:.3g}" for k, v in secs.items() if v is not None),
+        })
+    return out
+
+
+PAPER_HEADERS = ["Panel", "Pearson R (ours)", "Pearson R (paper)", "Spearman", "Slope", "n (train)",
+                 "k (retrained)", "Test index", "Experiment", "Seconds per step"]
+PAPER_COLUMNS = ["panel", "pearson", "paper_pearson", "spearman", "slope", "n_train", "top_k",
+                 "test_index", "experiment", "seconds"]

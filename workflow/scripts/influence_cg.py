@@ -1,0 +1,14 @@
+"""Rule influence_cg: predicted test-loss change for every training point (CG inverse HVP)."""
+
+import wfio
+from infcore.experiment import influence_cg, make_objective
+
+log = wfio.setup(snakemake)
+settings = snakemake.params.settings
+t = int(snakemake.wildcards.test)
+ds = wfio.load_dataset(snakemake.input.dataset)
+theta = wfio.load_torch(snakemake.input.theta)
+obj = make_objective(ds, settings)
+pred, diag = influence_cg(obj, theta, ds, t, settings["cg"], log=log.info)
+wfio.save_torch(pred, snakemake.output.pred)
+wfio.save_json({"experiment": snakemake.wildcards.experiment, **diag}, snakemake.output.info)

@@ -1,0 +1,17 @@
+"""Rule influence_lissa: LiSSA predictions for the selected training points of one test point."""
+
+import torch
+import wfio
+from infcore.experiment import influence_lissa, make_objective
+
+log = wfio.setup(snakemake)
+settings = snakemake.params.settings
+t = int(snakemake.wildcards.test)
+ds = wfio.load_dataset(snakemake.input.dataset)
+theta = wfio.load_torch(snakemake.input.theta)
+idx = torch.tensor([int(r["train_index"]) for r in wfio.load_csv(snakemake.input.selection)])
+obj = make_objective(ds, settings)
+pred, diag = influence_lissa(obj, theta, ds, t, idx, settings["lissa"], log=log.info)
+wfio.save_csv([{"train_index": int(i), "predicted": float(p)} for i, p in zip(idx.tolist(), pred.tolist(), strict=True)],
+              snakemake.output.pred)
+wfio.save_json({"experiment": snakemake.wildcards.experiment, **diag}, snakemake.output.info)
