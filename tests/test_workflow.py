@@ -52,7 +52,7 @@ def test_dry_run_default_config(wf):
     assert counts["mnist_download"] == 1  # no MNIST files in the scratch copy
     # mnist_logreg_tests shares data and model with mnist_logreg
     assert counts["data"] == n_exp - 1
-    assert counts["train"] == n_exp - 1
+    assert counts["train"] == counts["loo_factor"] == n_exp - 1
     for rule in ("influence_cg", "select", "influence_lissa", "figure_test"):
         assert counts[rule] == n_tests, rule
     assert counts["loo_shard"] == n_exp * DEFAULT["loo_shards"]

@@ -82,6 +82,10 @@ def theta_path(wildcards):
     return f"results/{MODEL_OWNER[wildcards.experiment]}/train/theta.pt"
 
 
+def factor_path(wildcards):
+    return f"results/{MODEL_OWNER[wildcards.experiment]}/loo/chord_factor.pt"
+
+
 def train_info_path(wildcards):
     return f"results/{MODEL_OWNER[wildcards.experiment]}/train/train.json"
 

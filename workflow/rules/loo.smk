@@ -1,6 +1,30 @@
 # Actual leave-one-out retraining of the selected points (union over the experiment's test
 # points), split into `loo_shards` independent jobs (scattergather 'loo'; override with
-# --set-scatter loo=N) and joined in index order.
+# --set-scatter loo=N) and joined in index order. The chord matrix every LOO point steps with
+# is factored once per model (experiments sharing a model share it too).
+
+
+rule loo_factor:
+    input:
+        dataset=dataset_path,
+        theta="results/{experiment}/train/theta.pt",
+    output:
+        factor="results/{experiment}/loo/chord_factor.pt",
+    log:
+        "logs/loo_factor/{experiment}.log",
+    benchmark:
+        "benchmarks/loo_factor/{experiment}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    wildcard_constraints:
+        experiment=name_regex(LOGREG),
+    params:
+        settings=lambda wc: exp_settings(wc, "model", "l2"),
+    threads: 4
+    resources:
+        mem_mb=mem_mb,
+    script:
+        "../scripts/loo_factor.py"
 
 
 rule loo_shard:
@@ -8,6 +32,7 @@ rule loo_shard:
         selections=test_files("results/{experiment}/select/test_{test}.csv"),
         dataset=dataset_path,
         theta=theta_path,
+        factor=factor_path,
     output:
         shard="results/{experiment}/loo/shards/{scatteritem}.pt",
     log:

@@ -1,7 +1,7 @@
 """Rule figure: one experiment's panels for all its test points, with the combined CSV and JSON."""
 
 import wfio
-from infcore.plotting import influence_figure, panel_groups, test_point_title
+from infcore.plotting import influence_figure, panel_groups, point_title
 
 log = wfio.setup(snakemake)
 exp = snakemake.wildcards.experiment
@@ -33,10 +33,10 @@ record = {
 groups, tests = panel_groups(rows, panels)
 many = len(groups) > 1
 title = (f"{exp}: top {record['top_k']} of {record['n_train']} training points by |CG prediction| per test point"
-         if many else f"{exp}: {test_point_title(records[0]['test_point'])}\n"
+         if many else f"{exp}: {point_title(records[0]['test_point'])}\n"
                       f"top {record['top_k']} of {record['n_train']} training points by |CG prediction|")
 fig = influence_figure(groups, groups_per_row=2 if many else None, suptitle=title,
-                       group_titles=[test_point_title(rec["test_point"]) for rec in records] if many else None)
+                       group_titles=[point_title(rec["test_point"]) for rec in records] if many else None)
 wfio.save_figure(fig, snakemake.output.png, snakemake.output.pdf)
 wfio.save_csv(rows, snakemake.output.csv)
 wfio.save_json(record, snakemake.output.json)

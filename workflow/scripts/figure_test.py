@@ -2,7 +2,7 @@
 
 import wfio
 from infcore.experiment import figure_rows
-from infcore.plotting import influence_figure, panel_groups, test_point_title
+from infcore.plotting import influence_figure, panel_groups, point_title
 from infcore.tables import panel_stats
 
 log = wfio.setup(snakemake)
@@ -29,7 +29,7 @@ record = {
                 "loo_seconds_per_point": loo["seconds_per_point"]},
 }
 groups, _ = panel_groups(rows, panels)
-title = f"{exp}: {test_point_title(tp)}\ntop {record['top_k']} of {record['n_train']} training points by |CG prediction|"
+title = f"{exp}: {point_title(tp)}\ntop {record['top_k']} of {record['n_train']} training points by |CG prediction|"
 fig = influence_figure(groups, suptitle=title)
 wfio.save_figure(fig, snakemake.output.png, snakemake.output.pdf)
 wfio.save_csv(rows, snakemake.output.csv)

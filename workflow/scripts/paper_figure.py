@@ -6,7 +6,7 @@ names an experiment whose figure.csv / figure.json are inputs of this rule.
 """
 
 import wfio
-from infcore.plotting import influence_figure, panel_groups, test_point_title
+from infcore.plotting import influence_figure, panel_groups, point_title
 from infcore.tables import PAPER_COLUMNS, PAPER_HEADERS, PAPER_R, markdown_table, paper_rows
 
 log = wfio.setup(snakemake)
@@ -36,11 +36,11 @@ def pick(csv_path, json_path, test_index, wanted):
 group, panels = pick(snakemake.input.linear_csv, snakemake.input.linear_json, snakemake.params.linear_test,
                      ("Linear (exact)", "Linear (approx)"))
 groups = [group]
-titles = [f"{panels[0]['experiment']}: {test_point_title(panels[0])}"]
+titles = [f"{panels[0]['experiment']}: {point_title(panels[0])}"]
 if "cnn_json" in snakemake.input.keys():
     cnn_group, cnn_panels = pick(snakemake.input.cnn_csv, snakemake.input.cnn_json, snakemake.params.cnn_test, ("CNN",))
     groups.append(cnn_group)
-    titles.append(f"{cnn_panels[0]['experiment']}: {test_point_title(cnn_panels[0])}")
+    titles.append(f"{cnn_panels[0]['experiment']}: {point_title(cnn_panels[0])}")
     panels += cnn_panels
 fig = influence_figure(groups, suptitle="Influence functions vs leave-one-out retraining (Koh & Liang 2017, Fig. 2)",
                        group_titles=titles)

@@ -272,7 +272,7 @@ def train(obj, ds, fit_settings: dict, log: Log = print) -> tuple[torch.Tensor, 
     return theta, record
 
 
-def test_point(obj, theta, ds, t: int) -> dict:
+def describe_test_point(obj, theta, ds, t: int) -> dict:
     """Label, prediction, probability of the true class and loss of test point t."""
     x, y = ds.X_test[t:t + 1], ds.y_test[t:t + 1]
     p = obj.probs(theta, x)[0]
@@ -306,7 +306,7 @@ def influence_cg(obj, theta, ds, t: int, cg: dict, log: Log = print) -> tuple[to
     trace = res.residuals
     step = max(1, len(trace) // 200)
     diag = {
-        **test_point(obj, theta, ds, t),
+        **describe_test_point(obj, theta, ds, t),
         **res.summary(),
         "final_residual": res.residual,
         "residual_trace": [[i, r] for i, r in enumerate(trace)][::step],
@@ -352,7 +352,7 @@ def influence_lissa(obj, theta, ds, t: int, idx: torch.Tensor, lissa: dict,
     trace = res.norm_trace
     step = max(1, len(trace) // 100)
     diag = {
-        **test_point(obj, theta, ds, t),
+        **describe_test_point(obj, theta, ds, t),
         **res.summary(),
         "batch_size": lissa["batch_size"],
         "seed": lissa["seed"],
@@ -369,8 +369,22 @@ def influence_lissa(obj, theta, ds, t: int, idx: torch.Tensor, lissa: dict,
     return pred, diag
 
 
+def loo_factor(obj, theta, log: Log = print) -> tuple[torch.Tensor, dict]:
+    """Cholesky factor of the LOO chord matrix at theta_hat, shared by every LOO shard of the
+    model (stored in float32: it only sets the step, the certificate is float64)."""
+    import torch
+
+    from .loo import chord_factor
+
+    t0 = time.perf_counter()
+    L = chord_factor(obj, theta)
+    seconds = time.perf_counter() - t0
+    log(f"chord factor ({obj.dim} x {obj.dim}) in {seconds:.1f} s")
+    return L.to(torch.float32), {"dim": obj.dim, "n": obj.n, "seconds": seconds}
+
+
 def loo_shard(obj, theta, ds, indices: torch.Tensor, test_indices: Sequence[int], loo: dict,
-              log: Log = print) -> dict:
+              log: Log = print, factor: torch.Tensor | None = None) -> dict:
     """Certified LOO retraining for ``indices``; test losses at every test point.
 
     Returns a dict of tensors: indices (m,), test_indices (T,), test_losses (m, T) =
@@ -395,7 +409,7 @@ def loo_shard(obj, theta, ds, indices: torch.Tensor, test_indices: Sequence[int]
         return out
     log(f"LOO retraining of {m} points (n = {obj.n}, dim = {obj.dim}, tol {loo['tol']:g})")
     res = loo_retrain(obj, theta, indices, tol=loo["tol"], max_steps=loo["max_steps"],
-                      progress=lambda done, total, msg: log(f"LOO: {msg}"), log=log)
+                      progress=lambda done, total, msg: log(f"LOO: {msg}"), log=log, factor=factor)
     out.update(test_losses=obj.example_losses(res.thetas, Xt, yt), grad_maxnorm=res.grad_maxnorm,
                steps=res.steps, converged=res.converged, seconds=res.seconds,
                setup_seconds=res.setup_seconds)

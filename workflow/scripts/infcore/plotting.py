@@ -130,7 +130,7 @@ def panel_groups(rows: Sequence[dict], panels: Sequence[dict]) -> tuple[list[lis
     return list(groups.values()), list(groups)
 
 
-def test_point_title(tp: dict) -> str:
+def point_title(tp: dict) -> str:
     """``test point 8 (label 6, predicted 6)``; ``tp`` holds test_index, label, predicted_label."""
     ok = "" if tp.get("correct") is None else ("" if tp["correct"] else ", misclassified")
     return f"test point {tp['test_index']} (label {tp.get('label')}, predicted {tp.get('predicted_label')}{ok})"
