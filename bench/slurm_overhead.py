@@ -181,8 +181,8 @@ def main(argv=None) -> int:
     poller.start()
     res: dict = {"cluster_cpus_A/I/O/T": cpus.strip()}
     try:
-        raw = raw_sbatch(args.raw, poller)
-        res["raw_sbatch_submit_to_done_s"] = summary(raw)
+        if args.raw:
+            res["raw_sbatch_submit_to_done_s"] = summary(raw_sbatch(args.raw, poller))
 
         with tempfile.TemporaryDirectory(prefix="slurm-bench-") as tmp:
             wd = Path(tmp)
@@ -212,7 +212,8 @@ def main(argv=None) -> int:
             subprocess.run(["bash", str(REPO / ".ci" / "slurm" / "stop.sh")])
 
     overhead = res["per_job_overhead_s"]["mean"]
-    print(f"raw sbatch submit->done:   {res['raw_sbatch_submit_to_done_s']['mean']:.2f} s/job")
+    if args.raw:
+        print(f"raw sbatch submit->done:   {res['raw_sbatch_submit_to_done_s']['mean']:.2f} s/job")
     print(f"queue wait (profile jobs): {res['queue_wait_s']['mean']:.2f} s/job")
     print(f"jobstep running (trivial): {res['running_s']['mean']:.2f} s/job")
     print(
@@ -223,13 +224,14 @@ def main(argv=None) -> int:
         f" slurm {res['snakemake_wall_slurm_s']:.1f} s"
     )
     if args.loo_seconds_per_point:
-        fixed = overhead + args.loo_setup_seconds
-        # overhead share = fixed / (fixed + m * c) <= 0.1  <=>  m >= 9 * fixed / c
-        m = 9 * fixed / args.loo_seconds_per_point
+        c, s = args.loo_seconds_per_point, args.loo_setup_seconds
+        # job time = O + s + m c; job-start overhead share O / (O + s + m c) <= 0.1
+        #   <=>  m >= (9 O - s) / c
+        m = max(0.0, (9 * overhead - s) / c)
         res["loo_min_points_per_shard"] = m
         print(
-            f"LOO: {args.loo_seconds_per_point * 1e3:.1f} ms/point, fixed {fixed:.2f} s/shard"
-            f" -> >= {m:.0f} points per shard for overhead < 10%"
+            f"LOO: {c * 1e3:.0f} ms/point, {s:.1f} s script setup per shard, {overhead:.1f} s"
+            f" job start -> >= {m:.0f} points per shard keep job start < 10% of job time"
         )
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

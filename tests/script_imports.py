@@ -32,7 +32,7 @@ CONDA_ALIASES = {
     "matplotlib": {"matplotlib-base"},
 }
 
-_RULE_RE = re.compile(r"^(?:local)?(?:rule|checkpoint)\s+(\w+)\s*:", re.M)
+_RULE_RE = re.compile(r"^([ \t]*)(?:local)?(?:rule|checkpoint)\s+(\w+)\s*:", re.M)
 _DIRECTIVE_RE = r"^\s+{name}:\s*(?:\n\s+)?(?:r|f)?([\"'])(.+?)\1"
 
 
@@ -70,19 +70,19 @@ def parse_rules(repo: Path = REPO) -> dict[str, Rule]:
     rules: dict[str, Rule] = {}
     for smk in workflow_files(repo):
         text = smk.read_text()
-        starts = list(_RULE_RE.finditer(text))
-        for i, m in enumerate(starts):
-            end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
-            body = text[m.end() : end]
-            # the rule ends at the next non-indented, non-empty, non-comment line
-            lines = body.split("\n")
+        for m in _RULE_RE.finditer(text):
+            indent = len(m.group(1).expandtabs())
+            # the rule ends at the next non-empty, non-comment line indented no deeper
+            lines = text[m.end() :].split("\n")
             kept = [lines[0]]
             for line in lines[1:]:
-                if line.strip() and not line[0].isspace() and not line.lstrip().startswith("#"):
-                    break
+                stripped = line.strip()
+                if stripped and not stripped.startswith("#"):
+                    if len(line) - len(line.lstrip()) <= indent:
+                        break
                 kept.append(line)
             body = "\n".join(kept)
-            rule = Rule(name=m.group(1), smk=smk, body=body)
+            rule = Rule(name=m.group(2), smk=smk, body=body)
             for key in ("conda", "script"):
                 d = re.search(_DIRECTIVE_RE.format(name=key), body, re.M)
                 if d:

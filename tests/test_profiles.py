@@ -18,7 +18,7 @@ DEFINED = {
     m.group(1)
     for f in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]
     if f.exists()
-    for m in re.finditer(r"^(?:local)?(?:rule|checkpoint)\s+(\w+)\s*:", f.read_text(), re.M)
+    for m in re.finditer(r"^\s*(?:local)?(?:rule|checkpoint)\s+(\w+)\s*:", f.read_text(), re.M)
 }
 CNN_GPU_RULES = ("cnn_train", "cnn_influence", "cnn_loo_shard")
 

@@ -2,9 +2,9 @@
 
 The rule scripts honour ``INFCORE_FAIL_ONCE=<rule>:<marker_dir>`` (workflow/scripts/wfio.py):
 the first attempt of that rule, per output, creates a marker and exits 1; a retry finds the
-marker and runs. Here the LOO shards of the tiny random experiment (no MNIST needed) fail
-once each: without retries the run fails; with ``--retries 1`` it completes and the LOO
-table holds every selected point, identical to a run in which nothing failed.
+marker and runs. Here every LOO shard of the tiny random experiment (no MNIST needed) fails
+once; with ``--retries 1`` the run completes and the LOO table holds every selected point,
+identical to a run in which nothing failed. (tests/test_slurm.py does the same on SLURM.)
 """
 
 from __future__ import annotations
@@ -18,25 +18,13 @@ from pathlib import Path
 
 import pytest
 from script_imports import REPO
+from workflow_utils import copy_workflow
 
 TARGET = "results/tiny_random/loo/loo.csv"
 pytestmark = pytest.mark.skipif(
     not (REPO / "config" / "tiny.yaml").exists() or not (REPO / "workflow" / "rules").is_dir(),
     reason="workflow or config/tiny.yaml not written yet",
 )
-
-
-def copy_workflow(dst: Path) -> Path:
-    """The workflow's own files (no results, logs or caches) in ``dst``."""
-    dst.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake")
-    for name in ("Snakefile", "config", "envs", "profiles", "workflow"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, ignore=ignore)
-        elif src.exists():
-            shutil.copy2(src, dst / name)
-    return dst
 
 
 def snakemake(wd: Path, *args: str, env: dict | None = None, timeout: int = 600):
@@ -61,33 +49,27 @@ def selected_points(wd: Path) -> set[int]:
 
 def test_failed_job_is_retried(tmp_path):
     wd = copy_workflow(tmp_path / "wf")
+
+    # reference: nothing fails
+    out = snakemake(wd, "--cores", "2", TARGET)
+    assert out.returncode == 0, out.stderr[-5000:]
+    reference = read_rows(wd / TARGET)
+    shutil.rmtree(wd / "results/tiny_random/loo")
+
+    # every LOO shard fails on its first attempt; one retry each completes the run
     markers = tmp_path / "markers"
     fail = {"INFCORE_FAIL_ONCE": f"loo_shard:{markers}"}
-
-    # 1. without retries the injected failure stops the run (so the hook is real) ...
-    out = snakemake(wd, "--cores", "2", "--retries", "0", TARGET, env=fail)
-    assert out.returncode != 0, "INFCORE_FAIL_ONCE did not make loo_shard fail"
-    assert "failing loo_shard once on purpose" in out.stderr + out.stdout
-    assert not (wd / TARGET).exists()
-
-    # 2. ... and with one retry, the same run (fresh markers) completes
-    shutil.rmtree(markers)
     out = snakemake(wd, "--cores", "2", "--retries", "1", TARGET, env=fail)
     assert out.returncode == 0, out.stderr[-5000:]
+    log = out.stdout + out.stderr
+    assert "failing loo_shard once on purpose" in log
+    assert "Error in rule loo_shard" in log
     failed_once = sorted(p.name for p in markers.iterdir())
     shards = sorted(p.name for p in (wd / "results/tiny_random/loo/shards").glob("*.pt"))
     assert len(failed_once) == len(shards) >= 2, (failed_once, shards)
-    assert "Error in rule loo_shard" in out.stderr
-    rows = read_rows(wd / TARGET)
-    points = {int(r["train_index"]) for r in rows}
-    assert points == selected_points(wd), "LOO rows lost or duplicated after the retry"
-    assert len(rows) == len(points)
 
-    # 3. nothing lost or changed: identical to a run in which nothing failed
-    clean = copy_workflow(tmp_path / "clean")
-    for d in ("resources", "results"):
-        shutil.copytree(wd / d, clean / d)
-    shutil.rmtree(clean / "results/tiny_random/loo")
-    out = snakemake(clean, "--cores", "2", TARGET)
-    assert out.returncode == 0, out.stderr[-5000:]
-    assert read_rows(clean / TARGET) == rows
+    # nothing lost or changed: every selected point once, same numbers as the reference
+    rows = read_rows(wd / TARGET)
+    points = [int(r["train_index"]) for r in rows]
+    assert sorted(points) == sorted(selected_points(wd)), "LOO rows lost or duplicated"
+    assert rows == reference

@@ -1,9 +1,11 @@
 """The tiny config on a real one-node SLURM cluster, through profiles/slurm (slow).
 
 Starts the cluster with .ci/slurm/start.sh (root; installs slurm-wlm and munge with apt
-when missing), runs the tiny config locally and through ``--workflow-profile
-profiles/slurm``, with the LOO shards failing once each (INFCORE_FAIL_ONCE) so the
-profile's retries are exercised on the cluster, and checks that
+when missing), builds the tiny config's random experiment (``tiny_random``: every rule of
+the linear pipeline, data to figure, without MNIST files) locally and through
+``--workflow-profile profiles/slurm``, with the LOO shards failing once each
+(INFCORE_FAIL_ONCE) so that the profile's retries are exercised on the cluster, and checks
+that
 
 * every non-local job went through sbatch (the plugin's logs under
   .snakemake/slurm_logs/, SLURM's own job records via ``scontrol``/``squeue``),
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import pytest
 from script_imports import REPO
-from test_retry import copy_workflow
+from workflow_utils import copy_workflow, write_fake_mnist
 
 pytestmark = [
     pytest.mark.slow,
@@ -84,13 +86,14 @@ def slurm_cluster():
             subprocess.run(["bash", str(STOP)], capture_output=True, timeout=120)
 
 
+EXPERIMENT = "tiny_random"
+TARGETS = [f"results/{EXPERIMENT}/figure.{ext}" for ext in ("png", "csv", "json")]
+
+
 def _tiny_workdir(path: Path) -> Path:
     """A copy of the workflow with small fake MNIST files (the tiny config's mnist_root)."""
     wd = copy_workflow(path)
-    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-    from infcore.data import write_fake_mnist
-
-    write_fake_mnist(wd / "resources" / "mnist")
+    write_fake_mnist(wd)
     return wd
 
 
@@ -137,7 +140,7 @@ def _result_files(wd: Path) -> list[Path]:
 def test_tiny_config_on_slurm_equals_local(slurm_cluster, tmp_path):
     # local reference
     local = _tiny_workdir(tmp_path / "local")
-    out, local_s = _run(local, ["--cores", "2"])
+    out, local_s = _run(local, ["--cores", "2", *TARGETS])
     assert out.returncode == 0, out.stderr[-5000:]
 
     # the same through the SLURM profile, LOO shards failing once each
@@ -152,15 +155,16 @@ def test_tiny_config_on_slurm_equals_local(slurm_cluster, tmp_path):
         "--slurm-init-seconds-before-status-checks",
         "2",
         "--slurm-keep-successful-logs",
-        "--max-threads",
-        "2",
+        "--max-threads",  # one CPU per job: two jobs at once on the 2-CPU test node
+        "1",
         "--latency-wait",
         "5",
+        *TARGETS,
     ]
     out, slurm_s = _run(wd, args, env={"INFCORE_FAIL_ONCE": f"loo_shard:{markers}"})
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-6000:]
-    print(f"tiny config: local {local_s:.0f} s, SLURM {slurm_s:.0f} s")
+    print(f"\n{EXPERIMENT}: local {local_s:.0f} s, SLURM {slurm_s:.0f} s")
 
     # every non-local job was an sbatch job: the plugin says so, SLURM has the record
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
@@ -188,8 +192,8 @@ def test_tiny_config_on_slurm_equals_local(slurm_cluster, tmp_path):
     failed_shards = sorted(p.name for p in markers.iterdir())
     assert failed_shards, "no LOO shard failed: INFCORE_FAIL_ONCE had no effect"
     assert seen.count("FAILED") == len(failed_shards), (seen, failed_shards)
-    shard_files = sorted((wd / "results").glob("*/loo/shards/*.pt"))
-    assert len(shard_files) == len(failed_shards)
+    shard_files = sorted((wd / "results" / EXPERIMENT / "loo" / "shards").glob("*.pt"))
+    assert len(shard_files) == len(failed_shards) >= 2, (shard_files, failed_shards)
 
     # same numbers as the local run
     files = _result_files(local)
