@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jsonschema
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
@@ -108,6 +109,14 @@ def mem_mb(wildcards, attempt):
     n = 60000 if ds["kind"] == "mnist" else ds["n_train"] + ds["n_test"]
     dim = d * k
     return int((1024 + (3 * dim * dim * 8 + 4 * n * d * 8) / 1e6) * attempt)
+
+
+_cnn = config["paper_figure"]["cnn"]
+if _cnn and _cnn not in EXPERIMENTS and not Path(f"results/{_cnn}/figure.csv").exists():
+    logger.warning(
+        f"paper_figure.cnn = {_cnn!r} is not an experiment here and results/{_cnn}/figure.csv "
+        "does not exist: Figure 2 gets the two linear panels only."
+    )
 
 
 def paper_figure_inputs(wildcards):
