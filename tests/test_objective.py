@@ -113,3 +113,11 @@ def test_module_matches_logistic_closed_form():
     assert (mobj.grad(theta) - obj.grad(theta)).abs().max() < 1e-12
     assert (mobj.hvp(theta, v) - obj.hvp(theta, v)).abs().max() < 1e-12
     assert (mobj.per_example_grads(theta) - obj.per_example_grads(theta)).abs().max() < 1e-12
+
+
+def test_cached_hvp_fn_equals_hvp(logistic_problem):
+    obj, theta, _, _ = logistic_problem
+    f = obj.hvp_fn(theta)
+    V = torch.randn(obj.dim, 3, dtype=torch.float64)
+    assert (f(V) - obj.hvp(theta, V)).abs().max() < 1e-14
+    assert (f(V[:, 0]) - obj.hvp(theta, V[:, 0])).abs().max() < 1e-14

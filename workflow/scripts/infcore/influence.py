@@ -37,8 +37,9 @@ def inverse_hvp_cg(obj, theta: torch.Tensor, g: torch.Tensor, damping: float = 0
         pre = obj.kfac_preconditioner(theta, damping)
     elif preconditioner not in ("none", None):
         raise ValueError(f"unknown preconditioner {preconditioner!r}; use 'none' or 'kfac'")
-    return cg(lambda v: obj.hvp(theta, v), g, damping=damping, tol=tol, maxiter=maxiter,
-              preconditioner=pre, callback=callback)
+    matvec = obj.hvp_fn(theta) if hasattr(obj, "hvp_fn") else (lambda v: obj.hvp(theta, v))
+    return cg(matvec, g, damping=damping, tol=tol, maxiter=maxiter, preconditioner=pre,
+              callback=callback)
 
 
 def minibatch_hvp(obj, theta: torch.Tensor, batch_size: int) -> Callable:
@@ -94,7 +95,8 @@ def inverse_hvp_lissa(obj, theta: torch.Tensor, g: torch.Tensor, depth: int = 50
     regression, the largest single-point eigenvalue)."""
 
     def lam_max() -> float:
-        return power_iteration(lambda v: obj.hvp(theta, v) + damping * v, theta.numel(),
+        matvec = obj.hvp_fn(theta) if hasattr(obj, "hvp_fn") else (lambda v: obj.hvp(theta, v))
+        return power_iteration(lambda v: matvec(v) + damping * v, theta.numel(),
                                iters=200, dtype=theta.dtype, device=theta.device)
 
     return lissa(minibatch_hvp(obj, theta, batch_size), g, depth=depth, scale=scale,
