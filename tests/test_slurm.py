@@ -57,9 +57,10 @@ def _unavailable(reason: str):
 
 def _ours_running() -> bool:
     for d in ("slurmctld", "slurmd"):
-        pid = STATE / f"{d}.pid"
         try:
-            os.kill(int(pid.read_text().strip()), 0)
+            pid = int((STATE / f"{d}.pid").read_text().strip())
+            if Path(f"/proc/{pid}/comm").read_text().strip() != d:
+                return False
         except (OSError, ValueError):
             return False
     return True

@@ -30,7 +30,12 @@ die() { local code=$1; shift; log "ERROR: $*"; exit "$code"; }
 [ "$(id -u)" -eq 0 ] || die 2 "must run as root (starts slurmctld/slurmd/munged)"
 
 node_state() { timeout 10 sinfo -h -N -o '%t' 2>/dev/null | head -n1 | tr -d '*~#!%$@^-' || true; }
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PIDFILE: the PID in it runs the daemon the file is named after (not a recycled PID)
+alive() {
+  local pid; pid=$(cat "$1" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+    && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$(basename "$1" .pid)" ]
+}
 
 # --- 0. already up? -------------------------------------------------------------------
 if [ -f "$CONF" ] && grep -qF "$MARKER" "$CONF" && alive "$STATE/slurmctld.pid" \

@@ -5,7 +5,12 @@ set -uo pipefail
 
 STATE=${INFCORE_SLURM_STATE:-/var/tmp/infcore-slurm}
 log() { echo "[slurm/stop] $*" >&2; }
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PIDFILE: the PID in it runs the daemon the file is named after (not a recycled PID)
+alive() {
+  local pid; pid=$(cat "$1" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+    && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$(basename "$1" .pid)" ]
+}
 
 if alive "$STATE/slurmctld.pid"; then
   timeout 10 scancel --user=root >/dev/null 2>&1 || true
