@@ -91,6 +91,7 @@ def test_summary_and_markdown():
     assert len(lines) == 4 and lines[0].startswith("| experiment |") and lines[1].startswith("| --- |")
     assert "| yes |" in lines[2]
     assert "nan" in markdown_table([{"a": math.nan}])
+    assert "| 0.99998 | 1.0 |" in markdown_table([{"pearson": 0.999984, "paper_pearson": 1.0}])
 
 
 def test_paper_rows_pair_ours_with_the_paper():

@@ -72,6 +72,10 @@ def summary_rows(figure_records: Iterable[dict]) -> list[dict]:
     return rows
 
 
+# Per-column float formats of the Markdown tables (correlations near 1 need the digits).
+FORMATS = {"pearson": ".5f", "spearman": ".5f", "slope": ".4f", "paper_pearson": ""}
+
+
 def _fmt(v, floatfmt: str = ".4g") -> str:
     if v is None:
         return ""
@@ -83,13 +87,16 @@ def _fmt(v, floatfmt: str = ".4g") -> str:
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
-                   headers: Sequence[str] | None = None, floatfmt: str = ".4g") -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
+                   headers: Sequence[str] | None = None, floatfmt: str = ".4g",
+                   formats: dict[str, str] | None = None) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency); floats formatted by column
+    (``formats``, default ``FORMATS``) or ``floatfmt``."""
     columns = list(columns or (rows[0].keys() if rows else []))
     headers = list(headers or columns)
+    formats = FORMATS if formats is None else formats
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c), floatfmt) for c in columns) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(c), formats.get(c, floatfmt)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
