@@ -121,3 +121,17 @@ def test_cached_hvp_fn_equals_hvp(logistic_problem):
     V = torch.randn(obj.dim, 3, dtype=torch.float64)
     assert (f(V) - obj.hvp(theta, V)).abs().max() < 1e-14
     assert (f(V[:, 0]) - obj.hvp(theta, V[:, 0])).abs().max() < 1e-14
+
+
+def test_sparse_hvp_path_matches_dense():
+    """The CSR path (taken for sparse, large X such as MNIST) gives the dense HVP."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(3000, 400, generator=g, dtype=torch.float64)
+    X[X < 0.85] = 0  # 15% non-zero, 1.2e6 entries: the CSR path is taken
+    y = torch.randint(0, 4, (3000,), generator=g)
+    obj = LogisticObjective(X, y, 4, 0.01)
+    theta = 0.1 * torch.randn(obj.dim, generator=g, dtype=torch.float64)
+    assert obj._csr() is not None
+    v = torch.randn(obj.dim, generator=g, dtype=torch.float64)
+    ref = obj.hvp(theta, v)
+    assert ((obj.hvp_fn(theta)(v) - ref).abs().max() / ref.abs().max()) < 1e-13

@@ -77,7 +77,8 @@ def fit(obj, theta0: torch.Tensor | None = None, tol: float = 1e-10, lbfgs_tol: 
     steps = 0
     while gmax > tol and steps < max_newton:
         steps += 1
-        res = cg(lambda v, th=theta: obj.hvp(th, v), -g, tol=min(1e-6, max(1e-12, gmax)), maxiter=2000)
+        matvec = obj.hvp_fn(theta) if hasattr(obj, "hvp_fn") else (lambda v, th=theta: obj.hvp(th, v))
+        res = cg(matvec, -g, tol=min(1e-6, max(1e-12, gmax)), maxiter=2000)
         d, t = res.x, 1.0
         while True:
             new = theta + t * d

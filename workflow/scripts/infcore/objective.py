@@ -153,7 +153,33 @@ class LogisticObjective:
         per call instead of three); what CG and power iteration use."""
         P = self.probs(theta)
         X, k, d, l2 = self.X, self.n_classes, self.d, self.l2
-        return lambda v: _logistic_hvp(X, P, v, k, d) + l2 * v
+        csr = self._csr()
+        if csr is None or X.device.type != "cpu":
+            return lambda v: _logistic_hvp(X, P, v, k, d) + l2 * v
+        Xs, XTs = csr
+
+        def matvec(v: torch.Tensor) -> torch.Tensor:
+            if v.ndim != 1:
+                return _logistic_hvp(X, P, v, k, d) + l2 * v
+            Z = torch.sparse.mm(Xs, v.view(k, d).T.contiguous())
+            Q = P * Z - P * (P * Z).sum(1, keepdim=True)
+            return torch.sparse.mm(XTs, Q).T.reshape(-1) / X.shape[0] + l2 * v
+
+        return matvec
+
+    def _csr(self):
+        """CSR copies of X and X^T when X is sparse enough to pay (MNIST: 19% non-zero, HVPs
+        about 2x faster, same float64 arithmetic up to summation order); None otherwise."""
+        if getattr(self, "_csr_cache", False) is False:
+            density = float((self.X != 0).double().mean()) if self.X.numel() else 1.0
+            if density < 0.35 and self.X.shape[0] * self.d >= 10**6:
+                import warnings
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
+                    self._csr_cache = (self.X.to_sparse_csr(), self.X.T.contiguous().to_sparse_csr())
+            else:
+                self._csr_cache = None
+        return self._csr_cache
 
     def hessian(self, theta: torch.Tensor, idx: torch.Tensor | None = None,
                 dtype: torch.dtype | None = None) -> torch.Tensor:
