@@ -23,15 +23,16 @@ FAIL_ONCE_ENV = "INFCORE_FAIL_ONCE"
 
 def fail_once(rule: str, outputs) -> None:
     """Retry hook for tests: with ``INFCORE_FAIL_ONCE=<rule>:<marker_dir>`` the first attempt
-    of that rule (per first output) creates ``<marker_dir>/<rule>-<first output basename>`` and
-    exits with status 1 before writing anything; later attempts find the marker and run."""
+    of that rule (per first output) creates ``<marker_dir>/<rule>-<first output path>`` (path
+    separators replaced, so jobs of different experiments have different markers) and exits
+    with status 1 before writing anything; later attempts find the marker and run."""
     spec = os.environ.get(FAIL_ONCE_ENV)
     if not spec:
         return
     target, _, marker_dir = spec.partition(":")
     if target != rule or not marker_dir:
         return
-    first = Path(str(list(outputs)[0])).name if len(outputs) else "none"
+    first = str(list(outputs)[0]).replace("/", "__") if len(outputs) else "none"
     marker = Path(marker_dir) / f"{rule}-{first}"
     if marker.exists():
         return
