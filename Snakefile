@@ -4,6 +4,8 @@
 #   snakemake --cores 2                                   # all experiments in config/config.yaml
 #   snakemake --cores 2 --configfile config/tiny.yaml     # the tiny CI config (replaces the default)
 #   snakemake --cores 2 results/mnist_logreg/figure.png   # one experiment
+#   snakemake --cores 2 fig2_cnn                          # the CNN panel (days on CPU: docs/cnn.md)
+#   snakemake --cores 2 --configfile config/cnn_smoke.yaml  # a reduced CNN run (smoke test)
 #   snakemake --report report.html                        # HTML report of the results
 #
 # The config is validated against config/schema.yaml before any job runs.
@@ -34,6 +36,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/influence.smk"
 include: "workflow/rules/loo.smk"
+include: "workflow/rules/cnn.smk"
 include: "workflow/rules/figures.smk"
 
 

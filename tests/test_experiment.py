@@ -89,6 +89,45 @@ def test_check_config_accepts_valid_and_checks_paper_figure():
         check_config({"experiments": {"e": exp()}, "paper_figure": {"linear": "x"}})
 
 
+CNN_DS = {"kind": "mnist", "validation_size": 5000, "fraction": 0.1, "subset_seed": 0}
+
+
+def cnn_exp(**kw):
+    base = {"dataset": dict(CNN_DS), "model": "cnn", "l2": 0.001, "test_indices": [6558], "top_k": 100,
+            "cnn": {"train": {"decay_steps": [110000, 220000], "decay_factors": [0.1, 0.01]}}}
+    base.update(kw)
+    return base
+
+
+def test_cnn_subset_shape_and_normalize():
+    assert dataset_shape(CNN_DS, model="cnn") == (5500, 10000)
+    assert dataset_shape(CNN_DS) == (55000, 10000)  # fraction is the CNN's only
+    n = normalize({**cnn_exp(), "loo": {"tol": 1e-10}, "cg": {}})
+    assert n["dataset"] == {"fraction": 0.1, "kind": "mnist", "subset_seed": 0, "validation_size": 5000}
+    assert "loo" not in n and "cg" not in n and "cnn" in n
+    assert "cnn" not in normalize({**exp(), "cnn": {"width": 8}})
+    check_config({"experiments": {"c": cnn_exp()}, "paper_figure": {"linear": None, "cnn": "c"}})
+
+
+@pytest.mark.parametrize("settings,message", [
+    (cnn_exp(top_k=5501), "experiments.e.top_k = 5501 exceeds n_train = 5500"),
+    (cnn_exp(dataset={**CNN_DS, "max_train": 10}), "experiments.e.dataset.max_train applies to linear models only"),
+    (cnn_exp(cnn={"train": {"decay_steps": [5], "decay_factors": [0.1, 0.2]}}),
+     "experiments.e.cnn.train.decay_factors has 2 entries"),
+    (cnn_exp(dataset={"kind": "random", "n_train": 9, "n_test": 3}), "model: cnn needs kind: mnist"),
+    (exp(dataset={**MNIST, "fraction": 0.5}), "experiments.e.dataset.fraction applies to model: cnn only"),
+])
+def test_check_config_cnn_names_the_key(settings, message):
+    with pytest.raises(ConfigError) as err:
+        check_config({"experiments": {"e": settings}})
+    assert message in str(err.value)
+
+
+def test_paper_figure_roles_need_their_model():
+    with pytest.raises(ConfigError, match="paper_figure.cnn = 'e' is an experiment with model: logreg"):
+        check_config({"experiments": {"e": exp()}, "paper_figure": {"linear": "e", "cnn": "e"}})
+
+
 def test_shards_partition_the_sorted_union():
     sel = [[5, 1, 9], [9, 2, 7, 1]]
     parts = [shard_indices(sel, i, 3).tolist() for i in (1, 2, 3)]

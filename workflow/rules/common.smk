@@ -46,8 +46,9 @@ EXPERIMENTS = {name: normalize(exp) for name, exp in config["experiments"].items
 # Experiments with the same data (and model) reuse the files of the first one in config order.
 DATA_OWNER = owners(EXPERIMENTS, DATA_FIELDS)
 MODEL_OWNER = owners(EXPERIMENTS, MODEL_FIELDS)
-# Experiments the linear rules handle; rule files for other models add their own lists.
+# Experiments the linear rules handle, and the CNN experiments (workflow/rules/cnn.smk).
 LOGREG = [name for name, exp in EXPERIMENTS.items() if exp["model"] == "logreg"]
+CNN = [name for name, exp in EXPERIMENTS.items() if exp["model"] == "cnn"]
 # Extra targets of `rule all`; other rule files (e.g. cnn.smk) may append to this list.
 EXTRA_TARGETS = []
 
@@ -111,21 +112,49 @@ def mem_mb(wildcards, attempt):
     return int((1024 + (3 * dim * dim * 8 + 4 * n * d * 8) / 1e6) * attempt)
 
 
+def cnn_requested():
+    """Whether this run builds the CNN experiments: run_cnn, or the target fig2_cnn (the
+    targets are known when input functions are evaluated, not while the file is parsed)."""
+    dag = getattr(workflow, "dag_settings", None)
+    return bool(config["run_cnn"]) or "fig2_cnn" in (getattr(dag, "targets", None) or ())
+
+
+def cnn_included(name):
+    """A CNN experiment's figure is an input of the summary / Figure 2 when this run builds
+    it or when its results/{name}/figure.csv exists (from an earlier run)."""
+    return (name in CNN and cnn_requested()) or Path(f"results/{name}/figure.csv").exists()
+
+
+def figure_experiments():
+    """Experiments whose results/{name}/figure.json the summary table reads."""
+    return LOGREG + [name for name in CNN if cnn_included(name)]
+
+
 _cnn = config["paper_figure"]["cnn"]
-if _cnn and _cnn not in EXPERIMENTS and not Path(f"results/{_cnn}/figure.csv").exists():
-    logger.warning(
-        f"paper_figure.cnn = {_cnn!r} is not an experiment here and results/{_cnn}/figure.csv "
-        "does not exist: Figure 2 gets the two linear panels only."
-    )
+if _cnn and not Path(f"results/{_cnn}/figure.csv").exists():
+    if _cnn not in EXPERIMENTS:
+        logger.warning(
+            f"paper_figure.cnn = {_cnn!r} is not an experiment here and results/{_cnn}/figure.csv "
+            "does not exist: Figure 2 gets the two linear panels only."
+        )
+    elif not config["run_cnn"]:
+        logger.info(
+            f"paper_figure.cnn = {_cnn!r} has no results yet and run_cnn is false: Figure 2 gets "
+            "the 'CNN' panel only with the target fig2_cnn (or --config run_cnn=True)."
+        )
 
 
 def paper_figure_inputs(wildcards):
     pf = config["paper_figure"]
     lin, cnn = pf["linear"], pf["cnn"]
     files = {"linear_csv": f"results/{lin}/figure.csv", "linear_json": f"results/{lin}/figure.json"}
-    if cnn and (cnn in EXPERIMENTS or Path(f"results/{cnn}/figure.csv").exists()):
+    if cnn and cnn_included(cnn):
         files.update(cnn_csv=f"results/{cnn}/figure.csv", cnn_json=f"results/{cnn}/figure.json")
     return files
+
+
+def summary_inputs(wildcards):
+    return [f"results/{name}/figure.json" for name in figure_experiments()]
 
 
 def first_test(name):
@@ -133,11 +162,62 @@ def first_test(name):
 
 
 def all_targets():
+    """Targets of the default target: every linear experiment; the CNN ones when run_cnn."""
     targets = ["results/summary.csv", "results/summary.md"]
-    for name in EXPERIMENTS:
+    for name in LOGREG + (CNN if config["run_cnn"] else []):
         targets += [f"results/{name}/figure.{ext}" for ext in ("png", "pdf", "csv", "json")]
     for name in LOGREG:
         targets += [f"results/{name}/test_{t}/figure.png" for t in EXPERIMENTS[name]["test_indices"]]
     if config["paper_figure"]["linear"]:
         targets += [f"results/figure2.{ext}" for ext in ("png", "pdf", "json", "md")]
     return targets + EXTRA_TARGETS
+
+
+# CNN experiments (workflow/rules/cnn.smk)
+
+
+def cnn_device(name):
+    """cpu or cuda: the top-level cnn_device (e.g. --config cnn_device=cuda) or the experiment's."""
+    return config["cnn_device"] or EXPERIMENTS[name]["cnn"]["device"]
+
+
+def cnn_model_settings(name):
+    """What decides a trained CNN (experiments agreeing on it share the model)."""
+    exp = EXPERIMENTS[name]
+    return canonical({"dataset": exp["dataset"], "l2": exp["l2"], "width": exp["cnn"]["width"],
+                      "train": exp["cnn"]["train"], "device": cnn_device(name)})
+
+
+CNN_MODEL_OWNER = owners({name: cnn_model_settings(name) for name in CNN},
+                         ("dataset", "l2", "width", "train", "device"))
+
+
+def cnn_params(*parts):
+    """Rule params: the model settings plus the named parts of the experiment's cnn section
+    (and top-level keys: top_k, test_indices), canonical, so a change reruns only the rules
+    that use it."""
+
+    def settings(wildcards):
+        exp = EXPERIMENTS[wildcards.experiment]
+        out = cnn_model_settings(wildcards.experiment)
+        for part in parts:
+            out[part] = exp["cnn"][part] if part in exp["cnn"] else exp[part]
+        return canonical(out)
+
+    return settings
+
+
+def cnn_state(wildcards):
+    return f"results/{CNN_MODEL_OWNER[wildcards.experiment]}/cnn/train.pt"
+
+
+def cnn_train_info(wildcards):
+    return f"results/{CNN_MODEL_OWNER[wildcards.experiment]}/cnn/train.json"
+
+
+def fig2_cnn_inputs(wildcards):
+    files = [f"results/{name}/figure.{ext}" for name in CNN for ext in ("png", "pdf", "csv", "json")]
+    files += ["results/summary.csv", "results/summary.md"]
+    if config["paper_figure"]["linear"] and config["paper_figure"]["cnn"] in CNN:
+        files += [f"results/figure2.{ext}" for ext in ("png", "pdf", "json", "md")]
+    return files

@@ -63,7 +63,7 @@ rule figure:
 
 rule summary:
     input:
-        [f"results/{name}/figure.json" for name in EXPERIMENTS],
+        summary_inputs,
     output:
         csv=report(
             "results/summary.csv",

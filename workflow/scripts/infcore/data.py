@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
+import os
 import shutil
 import struct
 from dataclasses import dataclass, field
@@ -160,7 +161,7 @@ def _decompress_archives(root: str | Path) -> None:
     for name in MNIST_FILES:
         gz, plain = raw / name, raw / name[: -len(".gz")]
         if gz.exists() and not plain.exists():
-            tmp = plain.with_name(plain.name + ".tmp")
+            tmp = plain.with_name(f"{plain.name}.{os.getpid()}.tmp")  # jobs may unpack at once
             with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             tmp.replace(plain)

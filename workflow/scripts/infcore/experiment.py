@@ -52,6 +52,8 @@ def canonical(obj):
 
 DATASET_KEYS = {
     "mnist": ("kind", "validation_size", "max_train", "max_test"),
+    # model: cnn reads the paper's random subset of the training images instead
+    "mnist_cnn": ("kind", "validation_size", "fraction", "subset_seed"),
     "random": ("kind", "n_features", "n_classes", "n_train", "n_test", "seed", "input_std",
                "teacher_scale", "labels", "label_noise"),
 }
@@ -62,7 +64,12 @@ def normalize(exp: dict) -> dict:
     fills defaults for both kinds), so equal datasets compare equal."""
     exp = canonical(exp)
     ds = exp["dataset"]
-    exp["dataset"] = {k: ds.get(k) for k in DATASET_KEYS[ds["kind"]]}
+    cnn = exp.get("model") == "cnn"
+    kind = "mnist_cnn" if cnn and ds["kind"] == "mnist" else ds["kind"]
+    exp["dataset"] = {k: ds.get(k) for k in DATASET_KEYS[kind]}
+    # the schema fills every model's sections with defaults: keep this model's only
+    for section in (("fit", "cg", "lissa", "loo") if cnn else ("cnn",)):
+        exp.pop(section, None)
     return canonical(exp)
 
 
@@ -85,16 +92,21 @@ def owners(experiments: dict, fields: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def dataset_shape(ds: dict, mnist_counts: tuple[int, int] | None = None) -> tuple[int, int]:
+def dataset_shape(ds: dict, mnist_counts: tuple[int, int] | None = None,
+                  model: str = "logreg") -> tuple[int, int]:
     """(n_train, n_test) an experiment's dataset settings give.
 
     For MNIST, ``mnist_counts`` are the image counts in the raw files (None: the canonical
-    60000 / 10000); the first ``validation_size`` training images are held out.
+    60000 / 10000); the first ``validation_size`` training images are held out. For
+    ``model='cnn'`` the training set is the share ``fraction`` of the rest
+    (``infcore.cnn.small_mnist_indices``: 5,500 for the paper's 0.1).
     """
     if ds["kind"] == "random":
         return int(ds["n_train"]), int(ds["n_test"])
     n_all, n_test = mnist_counts or (60000, 10000)
     n_train = n_all - int(ds.get("validation_size", 5000))
+    if model == "cnn":
+        return int(n_train * float(ds.get("fraction", 1.0))), n_test
     if ds.get("max_train") is not None:
         n_train = min(n_train, int(ds["max_train"]))
     if ds.get("max_test") is not None:
@@ -125,7 +137,18 @@ def check_config(config: dict, mnist_counts: tuple[int, int] | None = None) -> N
                 errors.append(f"{key}.dataset.validation_size = {vs} leaves no training points "
                               f"(the MNIST files hold {n_all} training images)")
                 continue
-        n_train, n_test = dataset_shape(ds, mnist_counts)
+        model = exp.get("model", "logreg")
+        if model == "cnn":
+            cnn_errors = _check_cnn(key, exp, ds)
+            errors += cnn_errors
+            if cnn_errors and ds["kind"] != "mnist":
+                continue
+        else:
+            for k, default in (("fraction", 1.0), ("subset_seed", 0)):
+                if ds.get(k, default) != default:
+                    errors.append(f"{key}.dataset.{k} applies to model: cnn only "
+                                  "(linear models: use max_train)")
+        n_train, n_test = dataset_shape(ds, mnist_counts, model)
         for i, t in enumerate(exp["test_indices"]):
             if not 0 <= int(t) < n_test:
                 errors.append(f"{key}.test_indices[{i}] = {t} is outside the test set "
@@ -144,8 +167,31 @@ def check_config(config: dict, mnist_counts: tuple[int, int] | None = None) -> N
         if role == "linear" and target is not None and target not in experiments:
             errors.append(f"paper_figure.linear = {target!r} is not an experiment "
                           f"(experiments: {', '.join(experiments) or 'none'})")
+        want = "cnn" if role == "cnn" else "logreg"
+        if target is not None and target in experiments and experiments[target].get("model", "logreg") != want:
+            errors.append(f"paper_figure.{role} = {target!r} is an experiment with model: "
+                          f"{experiments[target].get('model', 'logreg')}, not {want}")
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def _check_cnn(key: str, exp: dict, ds: dict) -> list[str]:
+    """Checks of a ``model: cnn`` experiment the schema cannot express."""
+    errors = []
+    if ds["kind"] != "mnist":
+        return [f"{key}.dataset.kind = {ds['kind']!r}: model: cnn needs kind: mnist (28x28 images)"]
+    for k in ("max_train", "max_test"):
+        if ds.get(k) is not None:
+            errors.append(f"{key}.dataset.{k} applies to linear models only (model: cnn: use fraction)")
+    c = exp.get("cnn") or {}
+    tr = c.get("train") or {}
+    steps, factors = tr.get("decay_steps", [110000, 220000]), tr.get("decay_factors", [0.1, 0.01])
+    if len(steps) != len(factors):
+        errors.append(f"{key}.cnn.train.decay_factors has {len(factors)} entries but "
+                      f"{key}.cnn.train.decay_steps has {len(steps)} (one factor per decay step)")
+    if list(steps) != sorted(steps):
+        errors.append(f"{key}.cnn.train.decay_steps = {steps} is not ascending")
+    return errors
 
 
 def parse_scatteritem(item: str) -> tuple[int, int]:

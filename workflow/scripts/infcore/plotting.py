@@ -19,7 +19,8 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 X_LABEL = "Actual diff in test loss"
 Y_LABEL = "Predicted diff in test loss"
-COLORS = {"Linear (exact)": "#1f77b4", "Linear (approx)": "#2ca02c", "CNN": "#d62728"}
+COLORS = {"Linear (exact)": "#1f77b4", "Linear (approx)": "#2ca02c", "CNN": "#d62728",
+          "CNN (controlled)": "#9467bd"}
 
 
 def shared_limits(panels: Sequence[dict], pad: float = 0.06) -> tuple[float, float]:
@@ -71,8 +72,27 @@ def influence_panel(ax, actual, predicted, title: str, stats: dict | None = None
     if stats:
         text = (f"Pearson R = {stats['pearson']:.3f}\nSpearman $\\rho$ = {stats['spearman']:.3f}\n"
                 f"points: {stats['n_points']}")
-        ax.text(0.04, 0.96, text, transform=ax.transAxes, va="top", ha="left", fontsize=8.5,
+        x, y, ha, va = stats_corner(actual, predicted, lo, hi)
+        ax.text(x, y, text, transform=ax.transAxes, va=va, ha=ha, fontsize=8.5,
                 bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.8", "alpha": 0.9})
+
+
+def stats_corner(actual, predicted, lo: float, hi: float) -> tuple[float, float, str, str]:
+    """Where the correlation box goes: the corner of the panel (top left, then bottom right,
+    top right, bottom left) with the fewest points under a box of about 45% x 25% of the
+    axes, so the box hides no data (axes fractions and alignment for ``ax.text``)."""
+    span = (hi - lo) or 1.0
+    fx = (np.asarray(actual, float) - lo) / span
+    fy = (np.asarray(predicted, float) - lo) / span
+    corners = [(0.04, 0.96, "left", "top"), (0.96, 0.04, "right", "bottom"),
+               (0.96, 0.96, "right", "top"), (0.04, 0.04, "left", "bottom")]
+
+    def hidden(c):
+        inx = fx <= 0.5 if c[2] == "left" else fx >= 0.5
+        iny = fy >= 0.72 if c[3] == "top" else fy <= 0.28
+        return int(np.count_nonzero(inx & iny))
+
+    return min(corners, key=hidden)  # first of the least covered (stable)
 
 
 def influence_figure(groups: Sequence[Sequence[dict]], groups_per_row: int | None = None,
