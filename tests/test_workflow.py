@@ -149,7 +149,7 @@ def test_fail_once_hook(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         wfio.fail_once("train", outputs)
     assert exc.value.code == 1
-    assert (tmp_path / "markers" / "train-theta.pt").exists()
+    assert (tmp_path / "markers" / ("train-" + outputs[0].replace("/", "__"))).exists()
     assert not (tmp_path / "out").exists()  # nothing written
     wfio.fail_once("train", outputs)  # second attempt runs
 

@@ -81,6 +81,11 @@ rule summary:
 
 
 localrules:
+    select,
+    loo_gather,
+    figure_test,
+    figure,
+    summary,
     paper_figure,
 
 
