@@ -1,7 +1,8 @@
 """Figure 2 (linear panels) on the real MNIST with the paper's settings, k reduced to 100.
 
 Runs the workflow's `mnist_logreg` experiment through the real `snakemake` CLI on the
-canonical MNIST files from ``../shared/data/MNIST`` (or ``$INFCORE_MNIST_RAW``), copied into
+canonical MNIST files from ``$INFCORE_MNIST_RAW``, ``../shared/data/MNIST/raw`` or
+``/work/shared/data/MNIST/raw`` (the first that has all four), copied into
 the workflow's data folder so nothing is downloaded, and asserts the correlations the paper's
 protocol reaches: R(CG, actual) >= 0.999 with slope 1 +- 0.02, R(LiSSA, actual) >= 0.995.
 """
@@ -21,7 +22,8 @@ MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 
 
 def mnist_raw() -> Path | None:
-    candidates = [os.environ.get("INFCORE_MNIST_RAW"), REPO.parent / "shared" / "data" / "MNIST" / "raw"]
+    candidates = [os.environ.get("INFCORE_MNIST_RAW"), REPO.parent / "shared" / "data" / "MNIST" / "raw",
+                  Path("/work/shared/data/MNIST/raw")]  # the project machines' shared copy
     for c in candidates:
         if c and all((Path(c) / f).is_file() for f in MNIST_FILES):
             return Path(c)
