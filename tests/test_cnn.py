@@ -7,6 +7,7 @@ The tiny instance keeps the paper's architecture and 28x28 inputs but uses width
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -258,13 +259,25 @@ def test_small_mnist_indices_reproduce_original_numpy_draw():
     assert np.array_equal(idx.numpy(), perm[:5500])
 
 
-MNIST_ROOT = "/work/shared/data"
+MNIST_GZ = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(MNIST_ROOT, "MNIST", "raw")),
-                    reason="MNIST raw files not present")
-def test_load_small_mnist_real_files():
-    d = cnn.load_small_mnist(MNIST_ROOT)
+def _mnist_raw():
+    for c in (os.environ.get("INFCORE_MNIST_RAW"), "/work/shared/data/MNIST/raw"):
+        if c and all(os.path.isfile(os.path.join(c, f)) for f in MNIST_GZ):
+            return c
+    return None
+
+
+@pytest.mark.skipif(_mnist_raw() is None,
+                    reason="real MNIST .gz files not found (set INFCORE_MNIST_RAW)")
+def test_load_small_mnist_real_files(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in MNIST_GZ:  # a private copy: torchvision unpacks next to the archives
+        shutil.copy(os.path.join(_mnist_raw(), f), raw / f)
+    d = cnn.load_small_mnist(str(tmp_path), download=True)
     assert d.x_train.shape == (5500, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
     assert d.x_train.dtype == torch.float32 and 0 <= float(d.x_train.min())
     assert float(d.x_train.max()) <= 1.0
