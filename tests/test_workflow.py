@@ -236,14 +236,19 @@ def test_tiny_rerun_has_nothing_to_do(tiny):
     assert res.returncode == 0 and nothing_to_do(res.stdout), res.stdout
 
 
+def dry_run_with(workdir, cfg):
+    """Dry run of ``workdir`` under config ``cfg``: (result, jobs, their rule names)."""
+    write_yaml(workdir / "config" / "changed.yaml", cfg)
+    res = run_snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/changed.yaml")
+    assert res.returncode == 0, res.stdout
+    jobs = dry_run_jobs(res.stdout)
+    return res, jobs, {j["rule"] for j in jobs}
+
+
 def test_changing_one_experiment_reruns_only_its_jobs(tiny):
     cfg = copy.deepcopy(TINY)
     cfg["experiments"]["tiny_random"]["l2"] = 0.02
-    write_yaml(tiny / "config" / "changed.yaml", cfg)
-    res = run_snakemake(tiny, "-n", "--cores", "2", "--configfile", "config/changed.yaml")
-    assert res.returncode == 0, res.stdout
-    jobs = dry_run_jobs(res.stdout)
-    rules = {j["rule"] for j in jobs}
+    res, jobs, rules = dry_run_with(tiny, cfg)
     assert {"train", "influence_cg", "select", "influence_lissa", "loo_shard", "loo_gather",
             "figure_test", "figure", "summary", "all"} <= rules
     assert "data" not in rules and "paper_figure" not in rules  # same data; figure 2 is tiny_mnist's
@@ -256,11 +261,7 @@ def test_changing_one_experiment_reruns_only_its_jobs(tiny):
 
     cfg = copy.deepcopy(TINY)
     cfg["experiments"]["tiny_mnist"]["top_k"] = 30
-    write_yaml(tiny / "config" / "changed.yaml", cfg)
-    res = run_snakemake(tiny, "-n", "--cores", "2", "--configfile", "config/changed.yaml")
-    assert res.returncode == 0, res.stdout
-    jobs = dry_run_jobs(res.stdout)
-    rules = {j["rule"] for j in jobs}
+    res, jobs, rules = dry_run_with(tiny, cfg)
     assert {"select", "loo_shard", "paper_figure", "summary"} <= rules
     assert not rules & {"data", "train", "influence_cg"}
     assert not any("tiny_random" in o for j in jobs for o in j["output"])
