@@ -189,23 +189,18 @@ class LogisticObjective:
         """Explicit (dim, dim) Hessian; ``dtype=torch.float32`` forms the products in float32.
 
         Blocks: ``H[(a, :), (b, :)] = (1/n) X^T diag(A_ab) X`` with
-        ``A_ab = p_a (delta_ab - p_b)``; layout matches ``theta.view(k, d)``.
+        ``A_ab = p_a (delta_ab - p_b)``; layout matches ``theta.view(k, d)``. Only the
+        ``k (k - 1) / 2`` off-diagonal blocks are multiplied out, each as the symmetric
+        ``-(X sqrt(p_a p_b))^T (X sqrt(p_a p_b))`` (upper tiles only); the diagonal blocks
+        follow from ``sum_b A_ab = 0``; input columns that are zero in every row (MNIST: 69
+        border pixels) are skipped. About 2x less arithmetic than the k (k + 1) / 2 plain
+        block products.
         """
         X = self.X if idx is None else self.X[idx]
         P = torch.softmax(X @ self.weight(theta).T, dim=1)
-        k, d, m = self.n_classes, self.d, X.shape[0]
-        Xc = X.to(dtype) if dtype is not None else X
-        H = torch.empty(self.dim, self.dim, dtype=X.dtype, device=X.device)
-        for a in range(k):
-            for b in range(a, k):
-                w = P[:, a] * ((1.0 if a == b else 0.0) - P[:, b])
-                block = (Xc.T * w.to(Xc.dtype)) @ Xc
-                block = block.to(X.dtype) / m
-                H[a * d:(a + 1) * d, b * d:(b + 1) * d] = block
-                if a != b:
-                    H[b * d:(b + 1) * d, a * d:(a + 1) * d] = block.T
-        H.diagonal().add_(self.l2)
-        return H
+        Hd = _logistic_data_hessian(X, P, dtype=dtype)
+        Hd.diagonal().add_(self.l2)
+        return Hd
 
     def example_hessian_factor(self, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """U_i with ``U_i U_i^T = A_i (x) x_i x_i^T``, the data Hessian of point i; (m, dim, k)."""
@@ -261,6 +256,81 @@ def _csr_by_rows(rows: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: 
         offset += block.values().numel()
     return torch.sparse_csr_tensor(torch.cat(crow), torch.cat(cols), torch.cat(vals),
                                    size=(n_rows, n_cols))
+
+
+def _gram_upper(Y: torch.Tensor, tiles: int = 4) -> torch.Tensor:
+    """``Y^T Y`` from its upper tiles (about (tiles + 1) / (2 tiles) of the products), the
+    lower ones mirrored."""
+    c = Y.shape[1]
+    tiles = max(1, min(tiles, c // 64))
+    e = [round(i * c / tiles) for i in range(tiles + 1)]
+    C = torch.empty(c, c, dtype=Y.dtype, device=Y.device)
+    for s in range(tiles):
+        C[e[s]:e[s + 1], e[s]:] = Y[:, e[s]:e[s + 1]].T @ Y[:, e[s]:]
+    for s in range(1, tiles):
+        C[e[s]:e[s + 1], :e[s]] = C[:e[s], e[s]:e[s + 1]].T
+    return C
+
+
+def _row_groups(nz: torch.Tensor, max_groups: int = 16, min_rows: int = 2048) -> list[torch.Tensor]:
+    """Rows split into groups with small column supports, for sparse X whose non-zeros sit in
+    a contiguous stretch of columns that varies by row (images: a digit's first and last
+    rows). Rows are sorted by their first non-zero column and cut into equal groups; used
+    only when that saves at least 15% of the ``rows x support^2`` work, else one group."""
+    n = nz.shape[0]
+    groups = min(max_groups, n // min_rows)
+    everything = [torch.arange(n, device=nz.device)]
+    if groups < 2:
+        return everything
+    cols = torch.arange(nz.shape[1], device=nz.device)
+    first = torch.where(nz, cols, nz.shape[1]).amin(1)
+    parts = first.argsort().tensor_split(groups)
+    work = sum(len(g) * int(nz[g].any(0).sum()) ** 2 for g in parts)
+    return list(parts) if work <= 0.85 * n * int(nz.any(0).sum()) ** 2 else everything
+
+
+def _logistic_data_hessian(X: torch.Tensor, P: torch.Tensor, dtype: torch.dtype | None = None,
+                           reduced: bool = False):
+    """``(1/n) sum_i (diag(p_i) - p_i p_i^T) (x) x_i x_i^T`` as a (k d, k d) matrix in X's dtype,
+    the products formed in ``dtype`` (see ``LogisticObjective.hessian``). ``reduced=True``
+    returns ``(H_c, cols)`` instead, in ``dtype``: the (k c, k c) matrix over the c input
+    columns ``cols`` that are non-zero somewhere (the others' rows and columns are zero)."""
+    n, d = X.shape
+    k = P.shape[1]
+    nz = X != 0
+    cols = nz.any(0).nonzero().reshape(-1)
+    c = cols.numel()
+    pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    acc = dtype or X.dtype
+    Bp = torch.zeros(len(pairs), c * c, dtype=acc, device=X.device)  # -sum of the Gram blocks
+    for rows in _row_groups(nz[:, cols]):
+        sub = nz[rows][:, cols].any(0).nonzero().reshape(-1)  # support of the group, in [0, c)
+        Xg = X[rows][:, cols[sub]].to(acc)
+        Gs = torch.empty(len(pairs), sub.numel(), sub.numel(), dtype=acc, device=X.device)
+        for j, (a, b) in enumerate(pairs):
+            w = (P[rows, a] * P[rows, b]).sqrt().to(acc)
+            Gs[j] = _gram_upper(Xg * w[:, None])
+        if sub.numel() == c:
+            Bp += Gs.view(len(pairs), -1)
+        else:
+            Bp.index_add_(1, (sub[:, None] * c + sub[None, :]).reshape(-1), Gs.view(len(pairs), -1))
+    Hc = torch.zeros(k, c, k, c, dtype=acc if reduced else X.dtype, device=X.device)
+    for j, (a, b) in enumerate(pairs):
+        blk = Bp[j].view(c, c).to(Hc.dtype).div_(-n)
+        Hc[a, :, b, :] = blk
+        Hc[b, :, a, :] = blk  # symmetric: H_ba = H_ab^T = H_ab
+        Hc[a, :, a, :] -= blk  # rows of A_i sum to zero: H_aa = -sum_b H_ab
+        Hc[b, :, b, :] -= blk
+    del Bp
+    Hc = Hc.view(k * c, k * c)
+    if reduced:
+        return Hc, cols
+    if c == d:
+        return Hc
+    keep = (cols[None, :] + d * torch.arange(k, device=X.device)[:, None]).reshape(-1)
+    H = torch.zeros(k * d, k * d, dtype=X.dtype, device=X.device)
+    H[keep[:, None], keep[None, :]] = Hc
+    return H
 
 
 def _logistic_hvp(X: torch.Tensor, P: torch.Tensor, v: torch.Tensor, k: int, d: int) -> torch.Tensor:
