@@ -98,3 +98,36 @@ def test_precomputed_float32_factor_gives_same_certified_answer():
     L32 = chord_factor(obj, theta).float()
     res = loo_retrain(obj, theta, idx, factor=L32)
     assert res.converged.all() and (res.thetas - ref.thetas).abs().max() < 1e-9
+
+
+def test_mixed_precision_and_explicit_inverse_give_the_float64_answer():
+    """Float32 steering passes, the explicit M^{-1} over the coupled dims (zero input columns
+    left out), Neumann self-curvature and straggler batches: same certified optima as the
+    all-float64 path, which agrees with a refit from scratch."""
+    from problems import make_sparse_logistic
+
+    obj = make_sparse_logistic(n=3000, d=66, k=8, seed=2, window=20)
+    assert obj.dim >= 512
+    theta = fit(obj, tol=1e-12).theta
+    idx = torch.arange(0, 3000, 150)  # 20 points: 40 * 20 >= dim, so M^{-1} is formed
+    mixed = LooSolver(obj, theta, precision="mixed", woodbury=False)
+    res = mixed.run(idx, tol=1e-11, chunk=6)
+    assert mixed._Minv is not None and mixed._Minv.shape[0] < obj.dim
+    assert res.converged.all() and res.grad_maxnorm.max() <= 1e-11
+    assert res.passes32.sum() > 0 and (res.passes64 >= 1).all()
+    ref = LooSolver(obj, theta, precision="float64", woodbury=False).run(idx, tol=1e-11)
+    assert ref.passes32.sum() == 0
+    assert (res.thetas - ref.thetas).abs().max() < 1e-9
+    i = int(idx[3])
+    keep = torch.ones(obj.n, dtype=torch.bool)
+    keep[i] = False
+    loo_obj = LogisticObjective(obj.X[keep], obj.y[keep], obj.n_classes, obj.l2)
+    assert loo_obj.grad(res.thetas[3]).abs().max() <= 1e-11
+    assert (fit(loo_obj, tol=1e-12).theta - res.thetas[3]).abs().max() < 1e-9
+
+
+def test_loo_precision_is_validated():
+    obj, _, _ = make_logistic(n=30, d=3, k=2)
+    theta = fit(obj).theta
+    with pytest.raises(ValueError, match="precision must be"):
+        LooSolver(obj, theta, precision="half")

@@ -8,13 +8,19 @@ For a removed point i the LOO objective is
 with ``D`` the mean data gradient over all n points and ``d_i`` point i's data gradient.
 Starting from theta_hat, every removed point takes chord-Newton steps
 ``theta <- theta - M_i^{-1} grad F_-i(theta)`` with one matrix factored once:
-``M = (n/(n-1)) (H_data(theta_hat)) + l2 I`` (Cholesky), corrected per point by Woodbury
-for ``- H_i / (n-1)`` (the removed point's own curvature, rank <= k) when that matters
-(small n relative to the dimension). The removed points advance together: the gradients of
-all active points are two matrix products over the data per step, and all steps share one
-``cholesky_solve``. Each point stops when ``max |grad F_-i| <= tol``, the certificate
-recorded per point. The Hessian that forms M may be accumulated in float32 (it only sets the
-step, not the answer; the certificate is float64).
+``M = (n/(n-1)) H_data(theta_hat) + l2 I`` (Cholesky), and ``M_i = M - H_i(theta) / (n-1)``
+the removed point's own curvature (rank <= k): exact by Woodbury when that matters (n small
+relative to the dimension), otherwise one Neumann correction (an extra solve with M, no pass
+over the data; it converges because ``H_data >= H_i / n``).
+
+The removed points advance together: a pass over the data evaluates the gradients of all
+active points with two matrix products, and all steps share one solve. A pass that only
+steers the next step (its gradient far above ``tol``) may run in float32 on the difference
+``D(theta) - D(theta_hat)`` (softmax differences by ``expm1``; error ~1e-7 of the
+difference, far below what a chord step needs); a pass that may certify runs in float64
+from scratch. Each point stops when a float64 pass gives ``max |grad F_-i| <= tol``, the
+certificate recorded per point. The Hessian that forms M is accumulated and factored in
+float32 (it only sets the step, not the answer).
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ class LooResult:
     Attributes:
         indices: removed training points (m,).
         thetas: (m, dim) LOO optima.
-        grad_maxnorm: (m,) ``max |grad F_-i(theta_-i)|``, the certificate.
-        steps: (m,) chord steps taken (each one full-data gradient).
+        grad_maxnorm: (m,) ``max |grad F_-i(theta_-i)|`` from a float64 pass, the certificate.
+        steps: (m,) chord steps taken.
         converged: (m,) certificate below tol.
         seconds: wall time, and ``setup_seconds`` for the Hessian and its factor.
+        passes64, passes32: (m,) passes over the data per point in float64 / float32.
     """
 
     indices: torch.Tensor
@@ -48,28 +55,81 @@ class LooResult:
     converged: torch.Tensor
     seconds: float
     setup_seconds: float
+    passes64: torch.Tensor | None = None
+    passes32: torch.Tensor | None = None
 
     def summary(self) -> dict:
-        return {"points": int(self.indices.numel()), "seconds": self.seconds,
-                "setup_seconds": self.setup_seconds,
-                "max_grad_maxnorm": float(self.grad_maxnorm.max()) if self.indices.numel() else 0.0,
-                "all_converged": bool(self.converged.all()),
-                "mean_steps": float(self.steps.double().mean()) if self.indices.numel() else 0.0}
+        m = int(self.indices.numel())
+        out = {"points": m, "seconds": self.seconds, "setup_seconds": self.setup_seconds,
+               "max_grad_maxnorm": float(self.grad_maxnorm.max()) if m else 0.0,
+               "all_converged": bool(self.converged.all()),
+               "mean_steps": float(self.steps.double().mean()) if m else 0.0}
+        if self.passes64 is not None and m:
+            out.update(mean_passes64=float(self.passes64.double().mean()),
+                       mean_passes32=float(self.passes32.double().mean()))
+        return out
+
+
+def _coupled_dims(obj: LogisticObjective) -> torch.Tensor | None:
+    """Parameter indices whose input column is non-zero somewhere (None: all of them). The
+    other rows and columns of M are ``l2`` on the diagonal and zero elsewhere (MNIST: 69
+    border pixels, 690 of 7840 parameters), so M is factored and inverted without them."""
+    used = (obj.X != 0).any(0)
+    if bool(used.all()):
+        return None
+    return used[None, :].expand(obj.n_classes, obj.d).reshape(-1).nonzero().reshape(-1)
 
 
 def chord_factor(obj: LogisticObjective, theta_hat: torch.Tensor,
                  hessian_dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
     """Lower Cholesky factor of ``M = (n/(n-1)) H_data(theta_hat) + l2 I``, the chord matrix
-    shared by every removed point. Compute it once and pass it as ``LooSolver(factor=...)``
-    to shards that would otherwise each form the Hessian."""
+    shared by every removed point, in ``hessian_dtype`` (float32 unless that is not positive
+    definite, e.g. a tiny l2; then float64). Compute it once and pass it as
+    ``LooSolver(factor=...)`` to shards that would otherwise each form the Hessian."""
+    from .objective import _logistic_data_hessian
+
     n, l2 = obj.n, obj.l2
-    H = obj.hessian(theta_hat, dtype=hessian_dtype)
-    H.diagonal().sub_(l2)
-    H.mul_(n / (n - 1)).diagonal().add_(l2)
-    L, info = torch.linalg.cholesky_ex(H)
+    Hc, cols = _logistic_data_hessian(obj.X, obj.probs(theta_hat), dtype=hessian_dtype, reduced=True)
+    Hc.mul_(n / (n - 1)).diagonal().add_(l2)
+    Lc, info = torch.linalg.cholesky_ex(Hc)
+    if int(info) != 0 and Hc.dtype != torch.float64:  # float32 round-off broke definiteness
+        Lc, info = torch.linalg.cholesky_ex(Hc.to(torch.float64))
     if int(info) != 0:
         raise ValueError("LOO chord matrix is not positive definite; is l2 > 0?")
+    if cols.numel() == obj.d:
+        return Lc
+    keep = _coupled_dims(obj)
+    L = torch.zeros(obj.dim, obj.dim, dtype=Lc.dtype, device=Lc.device)
+    L.diagonal().fill_(l2 ** 0.5)
+    L[keep[:, None], keep[None, :]] = Lc
     return L
+
+
+@dataclass
+class _Batch:
+    """Points in flight: positions in the index list, iterates, LOO gradients, their max-norm,
+    the observed contraction, and the Woodbury terms (U, Z, S) when used."""
+
+    pos: torch.Tensor
+    T: torch.Tensor
+    G: torch.Tensor
+    gm: torch.Tensor
+    rho: torch.Tensor
+    W: tuple | None = None
+
+    def __len__(self) -> int:
+        return int(self.pos.numel())
+
+    def select(self, mask: torch.Tensor) -> _Batch:
+        W = None if self.W is None else tuple(w[mask] for w in self.W)
+        return _Batch(self.pos[mask], self.T[mask], self.G[mask], self.gm[mask], self.rho[mask], W)
+
+    @staticmethod
+    def join(batches: list[_Batch]) -> _Batch:
+        W = None
+        if batches[0].W is not None:
+            W = tuple(torch.cat([b.W[j] for b in batches]) for j in range(3))
+        return _Batch(*(torch.cat([getattr(b, f) for b in batches]) for f in ("pos", "T", "G", "gm", "rho")), W)
 
 
 class LooSolver:
@@ -79,31 +139,52 @@ class LooSolver:
         obj: a ``LogisticObjective`` (n points).
         theta_hat: the full-data optimum.
         hessian_dtype: dtype of the products that form the Hessian (float32 is enough).
-        woodbury: apply the per-point rank-k correction; "auto" when n < 4 * dim.
+        woodbury: the removed point's own curvature exactly (Woodbury, k solves per point
+            once) instead of one Neumann correction per step; "auto" when n < 4 * dim.
+        precision: "float64" (every pass in float64), "mixed" (passes that only steer a
+            step in float32, see the module docstring) or "auto" (mixed when X is float64
+            and n * dim >= 2**22, where passes dominate).
+        factor: a precomputed ``chord_factor(obj, theta_hat)``.
     """
 
     def __init__(self, obj: LogisticObjective, theta_hat: torch.Tensor,
                  hessian_dtype: torch.dtype | None = torch.float32, woodbury: bool | str = "auto",
-                 log: Callable[[str], None] | None = None, factor: torch.Tensor | None = None):
+                 log: Callable[[str], None] | None = None, factor: torch.Tensor | None = None,
+                 precision: str = "auto"):
         if not isinstance(obj, LogisticObjective):
             raise TypeError(f"LOO retraining supports LogisticObjective, got {type(obj).__name__}")
         if obj.n < 2:
             raise ValueError("need at least 2 training points for leave-one-out")
+        if precision not in ("auto", "float64", "mixed"):
+            raise ValueError(f"precision must be 'auto', 'float64' or 'mixed', got {precision!r}")
         t0 = time.perf_counter()
         self.obj, self.theta_hat = obj, theta_hat
-        self.L = chord_factor(obj, theta_hat, hessian_dtype) if factor is None else factor.to(obj.X.dtype)
+        self.L = chord_factor(obj, theta_hat, hessian_dtype) if factor is None else factor
         if self.L.shape != (obj.dim, obj.dim):
             raise ValueError(f"factor has shape {tuple(self.L.shape)}, expected ({obj.dim}, {obj.dim})")
+        if not self.L.is_floating_point():
+            raise TypeError(f"factor must be a floating-point tensor, got {self.L.dtype}")
         self.woodbury = (obj.n < 4 * obj.dim) if woodbury == "auto" else bool(woodbury)
+        if precision == "auto":
+            precision = "mixed" if (obj.X.dtype == torch.float64 and obj.n * obj.dim >= 2**22) else "float64"
+        self.mixed = precision == "mixed"
         self.D_hat = obj.data_grad(theta_hat, obj.X, obj.y)
         self.newton_after, self.newton_max_dim = 4, 1024
+        self.neumann_iters = 1
+        # a float64 pass is taken when the predicted gradient (last one times the observed
+        # contraction) is below tol * certify_margin
+        self.certify_margin, self.rho0 = 1.0, 1e-2
+        self._Minv = self._keep = None
+        self._X32 = self._P32 = self._cols = None
         self.setup_seconds = time.perf_counter() - t0
         if log:
-            log(f"LOO setup: Hessian {obj.dim}x{obj.dim} and Cholesky in {self.setup_seconds:.1f} s "
-                f"(woodbury={self.woodbury})")
+            what = "given chord factor" if factor is not None else f"Hessian {obj.dim}x{obj.dim} and Cholesky"
+            log(f"LOO setup: {what} in {self.setup_seconds:.1f} s "
+                f"(woodbury={self.woodbury}, precision={precision})")
 
+    # -- passes over the data --------------------------------------------------------------
     def _data_grads(self, thetas: torch.Tensor) -> torch.Tensor:
-        """Mean data gradient over all n points at each row of thetas: (m, dim)."""
+        """Mean data gradient over all n points at each row of thetas, float64: (m, dim)."""
         obj = self.obj
         m, k, d = thetas.shape[0], obj.n_classes, obj.d
         W = thetas.reshape(m * k, d)
@@ -112,6 +193,24 @@ class LooSolver:
         P -= obj._Y[:, None, :]
         return (P.view(obj.n, m * k).T @ obj.X).reshape(m, k * d) / obj.n
 
+    def _data_grads_mixed(self, thetas: torch.Tensor) -> torch.Tensor:
+        """Same as ``_data_grads``, as ``D_hat + (D(theta) - D(theta_hat))`` with the difference
+        in float32: ``p(theta) - p_hat = p_hat (e - s) / (1 + s)``, ``e = expm1(X dW^T)``,
+        ``s = p_hat . e`` (no cancellation)."""
+        obj = self.obj
+        if self._X32 is None:  # input columns that are zero everywhere contribute nothing
+            self._cols = (obj.X != 0).any(0).nonzero().reshape(-1)
+            self._X32 = obj.X[:, self._cols].to(torch.float32)
+            self._P32 = obj.probs(self.theta_hat).to(torch.float32)
+        m, k, c = thetas.shape[0], obj.n_classes, self._cols.numel()
+        dW = obj.weight(thetas - self.theta_hat)[:, :, self._cols].to(torch.float32).reshape(m * k, c)
+        E = torch.expm1((self._X32 @ dW.T).view(obj.n, m, k))
+        S = torch.einsum("nmk,nk->nm", E, self._P32)[:, :, None]
+        E.sub_(S).mul_(self._P32[:, None, :]).div_(S.add_(1.0))
+        dD = torch.zeros(m, k, obj.d, dtype=thetas.dtype, device=thetas.device)
+        dD[:, :, self._cols] = (E.view(obj.n, m * k).T @ self._X32).view(m, k, c).to(thetas.dtype)
+        return self.D_hat + dD.view(m, k * obj.d) / obj.n
+
     def _point_grads(self, thetas: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         obj = self.obj
         X, Y = obj.X[idx], obj._Y[idx]
@@ -119,15 +218,52 @@ class LooSolver:
         R = torch.softmax(logits, 1) - Y
         return (R[:, :, None] * X[:, None, :]).reshape(len(idx), obj.dim)
 
-    def _solve(self, G: torch.Tensor, U: torch.Tensor | None, Z: torch.Tensor | None,
-               S: torch.Tensor | None) -> torch.Tensor:
-        """Rows of ``M_i^{-1} g_i`` with ``M_i = M - U_i U_i^T / (n-1)`` (Woodbury);
-        Z (m, dim, k) = M^{-1} U_i and S (m, k, k) = (n-1) I - U_i^T Z."""
-        Y = torch.cholesky_solve(G.T, self.L).T
-        if U is None:
-            return Y
-        c = torch.linalg.solve(S, torch.einsum("mpk,mp->mk", U, Y))
-        return Y + torch.einsum("mpk,mk->mp", Z, c)
+    def _loo_grads(self, T: torch.Tensor, idx: torch.Tensor, mixed: torch.Tensor | None = None) -> torch.Tensor:
+        """``grad F_-i`` at the rows of T; rows flagged in ``mixed`` by a float32 pass."""
+        n = self.obj.n
+        D = torch.empty_like(T)
+        exact = torch.ones(T.shape[0], dtype=torch.bool) if mixed is None else ~mixed
+        if exact.any():
+            D[exact] = self._data_grads(T[exact])
+        if mixed is not None and mixed.any():
+            Dm = self._data_grads_mixed(T[mixed])
+            bad = ~torch.isfinite(Dm).all(1)  # float32 overflow far from theta_hat
+            if bad.any():
+                Dm[bad] = self._data_grads(T[mixed][bad])
+            D[mixed] = Dm
+        return (n * D - self._point_grads(T, idx)) / (n - 1) + self.obj.l2 * T
+
+    # -- solves ----------------------------------------------------------------------------
+    def _msolve(self, G: torch.Tensor) -> torch.Tensor:
+        """Rows of ``M^{-1} g`` (in the factor's dtype, returned in G's dtype)."""
+        if self._Minv is not None:
+            if self._keep is None:
+                return (G.to(self._Minv.dtype) @ self._Minv).to(G.dtype)
+            out = torch.empty_like(G)
+            out[:, self._keep] = (G[:, self._keep].to(self._Minv.dtype) @ self._Minv).to(G.dtype)
+            out[:, self._free] = G[:, self._free] / self._free_diag
+            return out
+        return torch.cholesky_solve(G.T.to(self.L.dtype), self.L).T.to(G.dtype)
+
+    def _point_hvp(self, T: torch.Tensor, idx: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """Rows of ``H_i(theta) v``, the removed point's own data Hessian (rank <= k)."""
+        obj = self.obj
+        X = obj.X[idx]
+        p = torch.softmax(torch.einsum("md,mkd->mk", X, obj.weight(T)), 1)
+        z = torch.einsum("md,mkd->mk", X, obj.weight(V))
+        a = p * z - p * (p * z).sum(1, keepdim=True)
+        return (a[:, :, None] * X[:, None, :]).reshape(len(idx), obj.dim)
+
+    def _step(self, G, T, idx, U, Z, S):
+        """Rows of ``M_i^{-1} g``, ``M_i = M - H_i / (n-1)``: Woodbury with U (m, dim, k),
+        Z = M^{-1} U, S = (n-1) I - U^T Z; otherwise Neumann ``s <- M^{-1}(g + H_i s / (n-1))``."""
+        Y = self._msolve(G)
+        if U is not None:
+            c = torch.linalg.solve(S, torch.einsum("mpk,mp->mk", U, Y))
+            return Y + torch.einsum("mpk,mk->mp", Z, c)
+        for _ in range(self.neumann_iters):
+            Y = self._msolve(G + self._point_hvp(T, idx, Y) / (self.obj.n - 1))
+        return Y
 
     def _newton_steps(self, T: torch.Tensor, idx: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         """Exact Newton steps with each point's own LOO Hessian at its current iterate; used
@@ -144,65 +280,123 @@ class LooSolver:
             out[j] = torch.linalg.solve(H, G[j])
         return out
 
+    def _use_inverse(self, m_all: int) -> bool:
+        """An explicit M^{-1} (one GEMM per solve) pays when many solves follow: about 2 to
+        4 per point per step against the inverse's ~dim^3 / 3 (measured break-even near
+        m = dim / 40 at dim 7840)."""
+        return (not self.woodbury) and self.obj.dim >= 512 and 40 * m_all >= self.obj.dim
+
     def run(self, indices, tol: float = 1e-10, max_steps: int = 30, chunk: int | None = None,
             progress: Callable[[int, int, str], None] | None = None) -> LooResult:
-        """LOO optima for ``indices`` (any order, repeats allowed)."""
+        """LOO optima for ``indices`` (any order, repeats allowed).
+
+        Points advance in batches of ``chunk``, all at the same step; once fewer than half of
+        a batch is still active, the rest wait for later stragglers so that passes over the
+        data stay full."""
         t0 = time.perf_counter()
-        obj, n = self.obj, self.obj.n
+        obj, n, l2 = self.obj, self.obj.n, self.obj.l2
         idx_all = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         if idx_all.numel() and (int(idx_all.min()) < 0 or int(idx_all.max()) >= n):
             raise IndexError(f"removed indices must lie in [0, {n}), got [{int(idx_all.min())}, {int(idx_all.max())}]")
         m_all = idx_all.numel()
         if chunk is None:  # bound the (n, chunk, k) probability block to ~512 MB
             chunk = max(1, min(256, (512 * 2**20) // (3 * 8 * n * obj.n_classes)))
+        if self._Minv is None and self._use_inverse(m_all):
+            self._invert()
         thetas = self.theta_hat[None, :].repeat(m_all, 1)
         gmax = torch.zeros(m_all, dtype=self.theta_hat.dtype)
         steps = torch.zeros(m_all, dtype=torch.long)
-        l2 = obj.l2
-        done = 0
-        for s in range(0, m_all, chunk):
-            idx = idx_all[s:s + chunk]
-            T = thetas[s:s + chunk]
-            U = Z = S = None
-            if self.woodbury:
-                U = obj.example_hessian_factor(self.theta_hat, idx)
-                mm, p, k = U.shape
-                Z = torch.cholesky_solve(U.permute(1, 0, 2).reshape(p, mm * k), self.L)
-                Z = Z.reshape(p, mm, k).permute(1, 0, 2)
-                S = (n - 1) * torch.eye(k, dtype=Z.dtype) - torch.einsum("mpk,mpl->mkl", U, Z)
-            # gradient at theta_hat needs no pass over the data
-            G = (n * self.D_hat[None, :] - self._point_grads(T, idx)) / (n - 1) + l2 * T
-            active = torch.arange(len(idx))
-            gm = G.abs().amax(1)
-            gmax[s:s + chunk] = gm
-            active = active[gm > tol]
-            G = G[gm > tol]
-            step = 0
-            while active.numel() and step < max_steps:
-                step += 1
-                if step > self.newton_after and obj.dim <= self.newton_max_dim:
-                    T[active] -= self._newton_steps(T[active], idx[active], G)
-                elif U is None:
-                    T[active] -= self._solve(G, None, None, None)
-                else:
-                    T[active] -= self._solve(G, U[active], Z[active], S[active])
-                steps[s + active] += 1
-                Ta = T[active]
-                G = (n * self._data_grads(Ta) - self._point_grads(Ta, idx[active])) / (n - 1) + l2 * Ta
+        p64 = torch.zeros(m_all, dtype=torch.long)
+        p32 = torch.zeros(m_all, dtype=torch.long)
+        waiting: list[_Batch] = []
+        nxt, done, reported = 0, 0, 0
+        while nxt < m_all or waiting:
+            if nxt < m_all and sum(len(w) for w in waiting) < chunk:
+                pos = torch.arange(nxt, min(m_all, nxt + chunk))
+                nxt += pos.numel()
+                idx = idx_all[pos]
+                T = thetas[pos]
+                # the gradient at theta_hat needs no pass over the data, and is exact
+                G = (n * self.D_hat[None, :] - self._point_grads(T, idx)) / (n - 1) + l2 * T
                 gm = G.abs().amax(1)
-                gmax[s + active] = gm
-                keep = gm > tol
-                active, G = active[keep], G[keep]
-            thetas[s:s + chunk] = T
-            done += len(idx)
-            if progress is not None:
+                gmax[pos] = gm
+                go = gm > tol
+                done += int((~go).sum())
+                batch = _Batch(pos[go], T[go], G[go], gm[go], torch.full_like(gm[go], self.rho0))
+                if self.woodbury:
+                    batch.W = self._woodbury_terms(idx_all[batch.pos])
+            else:
+                batch = _Batch.join(waiting)
+                waiting = []
+            while len(batch):
+                batch, finished = self._advance(batch, idx_all, steps, tol, max_steps, p64, p32, gmax)
+                thetas[finished.pos] = finished.T
+                done += len(finished)
+                if len(batch) and 2 * len(batch) < chunk and (nxt < m_all or waiting):
+                    waiting.append(batch)
+                    break
+            if progress is not None and (done - reported >= chunk or (done == m_all and reported < m_all)):
+                reported = done
                 el = time.perf_counter() - t0
                 rate = done / el if el > 0 else float("inf")
                 progress(done, m_all, f"{done}/{m_all} points, {rate:.2f} points/s, "
                          f"ETA {(m_all - done) / rate if rate > 0 else 0:.0f} s, "
-                         f"max|grad| {float(gmax[:done].max()):.2e}")
+                         f"max|grad| {float(gmax.max()):.2e}")
         return LooResult(idx_all, thetas, gmax, steps, gmax <= tol, time.perf_counter() - t0,
-                         self.setup_seconds)
+                         self.setup_seconds, p64, p32)
+
+    def _advance(self, b: _Batch, idx_all, steps, tol, max_steps, p64, p32, gmax):
+        """One step and one pass for every point of the batch; returns (still active, finished)."""
+        obj = self.obj
+        idx = idx_all[b.pos]
+        steps[b.pos] += 1
+        st = steps[b.pos]
+        newton = (st > self.newton_after) & (obj.dim <= self.newton_max_dim)
+        if newton.all():
+            b.T -= self._newton_steps(b.T, idx, b.G)
+        else:
+            W = b.W if b.W is not None else (None, None, None)
+            if newton.any():
+                chord = ~newton
+                b.T[newton] -= self._newton_steps(b.T[newton], idx[newton], b.G[newton])
+                b.T[chord] -= self._step(b.G[chord], b.T[chord], idx[chord],
+                                         *(w[chord] if w is not None else None for w in W))
+            else:
+                b.T -= self._step(b.G, b.T, idx, *W)
+        mixed = None
+        if self.mixed:
+            mixed = (b.rho * b.gm > tol * self.certify_margin) & (st < max_steps)
+            if not mixed.any():
+                mixed = None
+        b.G = self._loo_grads(b.T, idx, mixed)
+        gm = b.G.abs().amax(1)
+        b.rho = torch.maximum(gm / b.gm.clamp_min(1e-300), torch.full_like(gm, 1e-6))
+        b.gm = gm
+        exact = torch.ones_like(gm, dtype=torch.bool) if mixed is None else ~mixed
+        p64[b.pos[exact]] += 1
+        p32[b.pos[~exact]] += 1
+        gmax[b.pos[exact]] = gm[exact]
+        finished = (exact & (gm <= tol)) | (st >= max_steps)
+        return b.select(~finished), b.select(finished)
+
+    def _invert(self) -> None:
+        keep = _coupled_dims(self.obj)
+        self._keep = keep
+        self._Minv = torch.cholesky_inverse(self.L if keep is None else self.L[keep][:, keep])
+        if keep is not None:  # M is diagonal (L_jj^2) on the other dims
+            self._free = torch.ones(self.obj.dim, dtype=torch.bool)
+            self._free[keep] = False
+            self._free_diag = self.L.diagonal()[self._free].to(self.theta_hat.dtype) ** 2
+
+    def _woodbury_terms(self, idx: torch.Tensor):
+        """U (m, dim, k) with U U^T = H_i(theta_hat), Z = M^{-1} U, S = (n-1) I - U^T Z."""
+        obj, n = self.obj, self.obj.n
+        U = obj.example_hessian_factor(self.theta_hat, idx)
+        mm, p, k = U.shape
+        Z = torch.cholesky_solve(U.permute(1, 0, 2).reshape(p, mm * k).to(self.L.dtype), self.L)
+        Z = Z.to(U.dtype).reshape(p, mm, k).permute(1, 0, 2)
+        S = (n - 1) * torch.eye(k, dtype=Z.dtype) - torch.einsum("mpk,mpl->mkl", U, Z)
+        return U, Z, S
 
 
 def loo_retrain(obj: LogisticObjective, theta_hat: torch.Tensor, indices, tol: float = 1e-10,
@@ -210,12 +404,12 @@ def loo_retrain(obj: LogisticObjective, theta_hat: torch.Tensor, indices, tol: f
                 progress: Callable[[int, int, str], None] | None = None,
                 hessian_dtype: torch.dtype | None = torch.float32, woodbury: bool | str = "auto",
                 log: Callable[[str], None] | None = None,
-                factor: torch.Tensor | None = None) -> LooResult:
+                factor: torch.Tensor | None = None, precision: str = "auto") -> LooResult:
     """Certified LOO optima of ``obj`` without each of ``indices`` (see module docstring).
 
     ``factor``: a precomputed ``chord_factor(obj, theta_hat)`` (float32 storage is enough)."""
     solver = LooSolver(obj, theta_hat, hessian_dtype=hessian_dtype, woodbury=woodbury, log=log,
-                       factor=factor)
+                       factor=factor, precision=precision)
     res = solver.run(indices, tol=tol, max_steps=max_steps, chunk=chunk, progress=progress)
     res.seconds += solver.setup_seconds
     return res
