@@ -31,7 +31,7 @@ plus ``(0.01/2)||W||^2``), so its Hessian includes the L2 term and ``regularizat
 Accuracy: relative L2 error of the predictions (all points, and the top 500 by reference
 |prediction|) against the explicit solve; for infcore also of the inverse-HVP vector.
 
-    python bench/bench_influence.py --data-root /work/shared/data --threads 2 --out bench-influence.json
+    python bench/bench_influence.py --threads 2 --out bench-influence.json
 """
 
 from __future__ import annotations

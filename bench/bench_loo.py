@@ -4,8 +4,9 @@ Task: the top-k training points by |predicted loss change| (CG influence, test p
 paper's Figure 2 retrains the top 500) are each removed and the model is refit. In one run:
 
 * ``infcore``  ``infcore.loo.loo_retrain`` on all k points, certified ``max |grad| <= 1e-10``
-  of the LOO objective; seconds per point with its one-time setup (float32-accumulated
-  Hessian + Cholesky) amortized over the k points, and without it.
+  of the LOO objective by a float64 pass; seconds per point with its one-time setup
+  (float32-accumulated Hessian + Cholesky) amortized over the k points, and without it;
+  passes over the data per point in float64 and in float32 (steering passes).
 * ``sklearn``  the original protocol on the first ``--k-sklearn`` of the same points:
   ``LogisticRegression(solver='lbfgs', tol=1e-8, warm_start=True, fit_intercept=False,
   C=1/(m * 0.01))`` refit per removed point (multinomial: the only mode of lbfgs for
@@ -19,7 +20,9 @@ paper's Figure 2 retrains the top 500) are each removed and the model is refit. 
   (the LOO solver's chunk size m), divided by m. A solver that needs one gradient
   evaluation per point could not beat it.
 
-    python bench/bench_loo.py --data-root /work/shared/data --threads 2 --k 500 --k-sklearn 5 --out bench-loo.json
+    python bench/bench_loo.py --threads 2 --k 500 --k-sklearn 5 --out results/bench/bench-loo.json
+
+(MNIST from ``--data-root``, default ``resources/mnist``, where the workflow downloads it.)
 """
 
 from __future__ import annotations
@@ -146,9 +149,12 @@ def main(args) -> dict:
             "per_point_with_setup": wall / k, "per_point_without_setup": (wall - setup) / k,
             "mean_steps": float(steps.mean()), "max_steps": int(steps.max()),
             "median_steps": float(steps.median()), "all_converged": bool(res.converged.all()),
-            "max_grad_maxnorm": float(res.grad_maxnorm.max()), "chunk": chunk}
+            "max_grad_maxnorm": float(res.grad_maxnorm.max()), "chunk": chunk,
+            "mean_passes64": float(res.passes64.double().mean()),
+            "mean_passes32": float(res.passes32.double().mean())}
     print(f"  {wall:.1f} s ({setup:.1f} s setup), {ours['mean_steps']:.2f} steps/point, "
-          f"max certificate {ours['max_grad_maxnorm']:.2e}", flush=True)
+          f"passes over the data per point: {ours['mean_passes64']:.2f} float64 + "
+          f"{ours['mean_passes32']:.2f} float32, max certificate {ours['max_grad_maxnorm']:.2e}", flush=True)
 
     # ---- floor
     floor_m = floor_seconds(prob, chunk, args.floor_repeats)
@@ -187,7 +193,8 @@ def main(args) -> dict:
              "within_3x_of_floor_with_setup": ratios["ours_with_setup/floor"] <= 3,
              "within_3x_of_floor_without_setup": ratios["ours_without_setup/floor"] <= 3}
 
-    rows = [["infcore (with setup)", k, f"{ours['per_point_with_setup']:.3f}", f"{ours['mean_steps']:.2f}",
+    passes = f"{ours['mean_passes64']:.2f}+{ours['mean_passes32']:.2f}(f32)"
+    rows = [["infcore (with setup)", k, f"{ours['per_point_with_setup']:.3f}", passes,
              f"{ours['max_grad_maxnorm']:.1e}"],
             ["infcore (without setup)", k, f"{ours['per_point_without_setup']:.3f}", "", ""],
             [f"floor (1 gradient, m={chunk})", chunk, f"{floor['per_point']:.3f}", "1", ""],
@@ -198,7 +205,7 @@ def main(args) -> dict:
     print()
     print(f"Seconds per certified LOO point, n = {n}, top {k} of test point {common.TEST_INDEX} "
           f"(threads {args.threads}; one run; preliminary if the CPU is shared)")
-    print(common.table(rows, ["method", "points", "s/point", "grads/point", "max|grad|"]))
+    print(common.table(rows, ["method", "points", "s/point", "passes/point", "max|grad|"]))
     print(f"infcore setup (Hessian + Cholesky) {setup:.1f} s; loop {wall - setup:.1f} s; "
           f"steps/point mean {ours['mean_steps']:.2f}, median {ours['median_steps']:.0f}, max {ours['max_steps']}")
     if sk:

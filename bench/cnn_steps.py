@@ -78,7 +78,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--points", type=int, nargs="+", default=[10, 50, 100])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--impl", default="auto", help="stacked forward: auto, loop, grouped")
-    ap.add_argument("--mnist-root", default="/work/shared/data")
+    ap.add_argument("--mnist-root", default="resources/mnist",
+                    help="torchvision MNIST root (writable; the workflow downloads MNIST there)")
     ap.add_argument("--cg-iters", type=int, default=100,
                     help="CG iterations assumed in projections (fmin_ncg's maxiter=100)")
     ap.add_argument("--smoke", type=int, nargs=4, default=[1000, 5, 200, 20],

@@ -34,8 +34,8 @@ MNIST_RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", default=str(REPO / "resources"),
-                   help="torchvision MNIST root (holds MNIST/raw/); default: resources/ of the repo")
+    p.add_argument("--data-root", default=str(REPO / "resources" / "mnist"),
+                   help="torchvision MNIST root (holds MNIST/raw/); default: resources/mnist, where the workflow downloads it")
     p.add_argument("--work-dir", default=str(REPO / "results" / "bench"),
                    help="cache of the fitted optimum and the workers' outputs (git-ignored)")
     p.add_argument("--threads", type=int, default=2, help="torch / BLAS threads")
@@ -59,32 +59,23 @@ def set_threads(threads: int) -> None:
 
 def mnist_hint(root: str | Path) -> str:
     return (f"MNIST not found under {root}/MNIST/raw/ (needs {', '.join(MNIST_RAW)} or their .gz). "
-            "Pass --data-root DIR with DIR/MNIST/raw/ holding them (on the shared machine: "
-            "--data-root /work/shared/data), or let torchvision download them into "
-            "resources/ (needs internet).")
+            "Pass --data-root DIR with DIR/MNIST/raw/ holding them (a writable folder: the "
+            ".gz files are unpacked there; on the shared machine copy "
+            "../shared/data/MNIST/raw/*.gz into DIR/MNIST/raw/), or let torchvision "
+            "download them into resources/ (needs internet).")
 
 
 def load_mnist(root: str | Path, max_train: int | None = None):
     """(X_train, y_train, X_test, y_test) as in the paper: float64, pixels / 255, 784 columns,
-    training images after the first 5,000."""
-    import torch
-    from torchvision.datasets import MNIST
+    training images after the first 5,000 (``infcore.data.load_mnist``, which unpacks the
+    ``.gz`` files in ``root/MNIST/raw/`` and downloads only what is missing)."""
+    from infcore.data import load_mnist as infcore_load_mnist
 
-    raw = Path(root) / "MNIST" / "raw"
-    have = all((raw / f).exists() or (raw / f"{f}.gz").exists() for f in MNIST_RAW)
     try:
-        train = MNIST(str(root), train=True, download=not have)
-        test = MNIST(str(root), train=False, download=not have)
+        ds = infcore_load_mnist(root, validation_size=VALIDATION_SIZE, max_train=max_train)
     except (RuntimeError, OSError) as exc:
         raise SystemExit(f"{mnist_hint(root)}\n({type(exc).__name__}: {exc})") from exc
-
-    def prep(images):
-        return images.reshape(images.shape[0], -1).to(torch.float64).div_(255.0).contiguous()
-
-    X, y = prep(train.data[VALIDATION_SIZE:]), train.targets[VALIDATION_SIZE:].long()
-    if max_train is not None:
-        X, y = X[:max_train].contiguous(), y[:max_train]
-    return X, y, prep(test.data), test.targets.long()
+    return ds.X_train.contiguous(), ds.y_train, ds.X_test.contiguous(), ds.y_test
 
 
 class Problem:

@@ -2,7 +2,7 @@
 # Run the speed benchmarks (GitHub issue 4) and print their tables.
 #
 #   bash bench/run.sh                      # from the repo root
-#   DATA_ROOT=/work/shared/data THREADS=2 K=500 K_SKLEARN=5 bash bench/run.sh
+#   DATA_ROOT=resources/mnist THREADS=2 K=500 K_SKLEARN=5 bash bench/run.sh   # (the defaults)
 #
 # Creates bench/.venv (python -m venv --system-site-packages, plus bench/requirements.txt:
 # dattri) if missing, checks that installing it left torch alone, then runs
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-DATA_ROOT=${DATA_ROOT:-resources}
+DATA_ROOT=${DATA_ROOT:-resources/mnist}
 THREADS=${THREADS:-2}
 K=${K:-500}
 K_SKLEARN=${K_SKLEARN:-5}
