@@ -173,7 +173,7 @@ class LooSolver:
         self.neumann_iters = 1
         # a float64 pass is taken when the predicted gradient (last one times the observed
         # contraction) is below tol * certify_margin
-        self.certify_margin, self.rho0 = 1.0, 1e-2
+        self.certify_margin, self.rho0, self.rho_max = 1.0, 1e-2, 0.1
         self._Minv = self._keep = None
         self._X32 = self._P32 = self._cols = None
         self.setup_seconds = time.perf_counter() - t0
@@ -328,6 +328,9 @@ class LooSolver:
             else:
                 batch = _Batch.join(waiting)
                 waiting = []
+                if len(batch) > chunk:  # keep the memory bound of one batch
+                    head = torch.arange(len(batch)) < chunk
+                    batch, waiting = batch.select(head), [batch.select(~head)]
             while len(batch):
                 batch, finished = self._advance(batch, idx_all, steps, tol, max_steps, p64, p32, gmax)
                 thetas[finished.pos] = finished.T
@@ -365,7 +368,10 @@ class LooSolver:
                 b.T -= self._step(b.G, b.T, idx, *W)
         mixed = None
         if self.mixed:
-            mixed = (b.rho * b.gm > tol * self.certify_margin) & (st < max_steps)
+            # float32 while the next gradient is predicted above tol and the last pass still
+            # contracted well (a ratio near 1 means float32 round-off, ~1e-7 of the change
+            # from theta_hat, is what is left: only float64 gradients can steer from there)
+            mixed = (b.rho * b.gm > tol * self.certify_margin) & (b.rho < self.rho_max) & (st < max_steps)
             if not mixed.any():
                 mixed = None
         b.G = self._loo_grads(b.T, idx, mixed)
