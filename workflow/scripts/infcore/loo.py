@@ -74,10 +74,10 @@ def _coupled_dims(obj: LogisticObjective) -> torch.Tensor | None:
     """Parameter indices whose input column is non-zero somewhere (None: all of them). The
     other rows and columns of M are ``l2`` on the diagonal and zero elsewhere (MNIST: 69
     border pixels, 690 of 7840 parameters), so M is factored and inverted without them."""
-    used = (obj.X != 0).any(0)
-    if bool(used.all()):
+    cols = obj.used_columns()
+    if cols.numel() == obj.d:
         return None
-    return used[None, :].expand(obj.n_classes, obj.d).reshape(-1).nonzero().reshape(-1)
+    return (cols[None, :] + obj.d * torch.arange(obj.n_classes, device=cols.device)[:, None]).reshape(-1)
 
 
 def chord_factor(obj: LogisticObjective, theta_hat: torch.Tensor,
@@ -199,7 +199,7 @@ class LooSolver:
         ``s = p_hat . e`` (no cancellation)."""
         obj = self.obj
         if self._X32 is None:  # input columns that are zero everywhere contribute nothing
-            self._cols = (obj.X != 0).any(0).nonzero().reshape(-1)
+            self._cols = obj.used_columns()
             self._X32 = obj.X[:, self._cols].to(torch.float32)
             self._P32 = obj.probs(self.theta_hat).to(torch.float32)
         m, k, c = thetas.shape[0], obj.n_classes, self._cols.numel()

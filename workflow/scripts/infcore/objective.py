@@ -235,6 +235,13 @@ class LogisticObjective:
 
         return apply
 
+    def used_columns(self) -> torch.Tensor:
+        """Indices of the input columns that are non-zero in some training row (cached); the
+        others add nothing to logits, gradients or the data Hessian."""
+        if getattr(self, "_used_columns", None) is None:
+            self._used_columns = (self.X != 0).any(0).nonzero().reshape(-1)
+        return self._used_columns
+
     def accuracy(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
         return float((X @ self.weight(theta).T).argmax(1).eq(y).double().mean())
 
