@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .objective import LogisticObjective
+from .objective import LogisticObjective, class_major_index
 
 
 @dataclass
@@ -77,7 +77,7 @@ def _coupled_dims(obj: LogisticObjective) -> torch.Tensor | None:
     cols = obj.used_columns()
     if cols.numel() == obj.d:
         return None
-    return (cols[None, :] + obj.d * torch.arange(obj.n_classes, device=cols.device)[:, None]).reshape(-1)
+    return class_major_index(cols, obj.d, obj.n_classes)
 
 
 def chord_factor(obj: LogisticObjective, theta_hat: torch.Tensor,
