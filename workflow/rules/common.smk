@@ -12,7 +12,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from infcore.data import mnist_counts, mnist_raw_files  # noqa: E402
-from infcore.experiment import (  # noqa: E402
+from infcore.config import (  # noqa: E402
     DATA_FIELDS,
     MODEL_FIELDS,
     ConfigError,

@@ -8,7 +8,7 @@ import cnn_common
 import torch
 import wfio
 from infcore import cnn
-from infcore.experiment import parse_scatteritem, shard_indices
+from infcore.config import parse_scatteritem, shard_indices
 
 log = wfio.setup(snakemake)
 s = snakemake.params.settings

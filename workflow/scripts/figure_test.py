@@ -1,9 +1,8 @@
 """Rule figure_test: Figure 2 panels for one test point, the CSV behind them and their stats."""
 
 import wfio
-from infcore.experiment import figure_rows
 from infcore.plotting import influence_figure, panel_groups, point_title
-from infcore.tables import panel_stats
+from infcore.tables import figure_rows, panel_stats
 
 log = wfio.setup(snakemake)
 exp, t = snakemake.wildcards.experiment, int(snakemake.wildcards.test)

@@ -1,7 +1,7 @@
 """Rule influence_cg: predicted test-loss change for every training point (CG inverse HVP)."""
 
 import wfio
-from infcore.experiment import influence_cg, make_objective
+from infcore.steps import influence_cg, make_objective
 
 log = wfio.setup(snakemake)
 settings = snakemake.params.settings

@@ -2,7 +2,7 @@
 
 import torch
 import wfio
-from infcore.experiment import influence_lissa, make_objective
+from infcore.steps import influence_lissa, make_objective
 
 log = wfio.setup(snakemake)
 settings = snakemake.params.settings

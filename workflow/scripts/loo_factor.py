@@ -1,7 +1,7 @@
 """Rule loo_factor: the Cholesky factor of the LOO chord matrix, computed once per model."""
 
 import wfio
-from infcore.experiment import loo_factor, make_objective
+from infcore.steps import loo_factor, make_objective
 
 log = wfio.setup(snakemake)
 ds = wfio.load_dataset(snakemake.input.dataset)

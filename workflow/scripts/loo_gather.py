@@ -1,7 +1,7 @@
 """Rule loo_gather: join the LOO shards (in order) into actual test-loss differences."""
 
 import wfio
-from infcore.experiment import gather_loo
+from infcore.steps import gather_loo
 
 log = wfio.setup(snakemake)
 shards = [wfio.load_torch(p) for p in snakemake.input.shards]

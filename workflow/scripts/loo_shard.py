@@ -1,7 +1,8 @@
 """Rule loo_shard: certified leave-one-out retraining for one shard of the selected points."""
 
 import wfio
-from infcore.experiment import loo_shard, make_objective, parse_scatteritem, shard_indices
+from infcore.config import parse_scatteritem, shard_indices
+from infcore.steps import loo_shard, make_objective
 
 log = wfio.setup(snakemake)
 settings = snakemake.params.settings

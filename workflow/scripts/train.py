@@ -1,7 +1,7 @@
 """Rule train: fit the model to a certified optimum; save theta and the fit record."""
 
 import wfio
-from infcore.experiment import make_objective, train
+from infcore.steps import make_objective, train
 
 log = wfio.setup(snakemake)
 settings = snakemake.params.settings

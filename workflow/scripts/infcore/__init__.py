@@ -12,7 +12,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {"objective", "solvers", "influence", "fit", "loo", "metrics", "selection",
-               "data", "experiment", "plotting", "tables", "cnn"}
+               "data", "config", "progress", "steps", "plotting", "tables", "cnn"}
 
 
 def __getattr__(name: str):

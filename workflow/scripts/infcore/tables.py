@@ -1,7 +1,8 @@
-"""Tables: agreement per panel, the cross-experiment summary and the Figure 2 comparison.
+"""Tables: the rows behind the figures, agreement per panel, the cross-experiment summary
+and the Figure 2 comparison.
 
-Inputs are plain rows (dicts) as the figure CSVs and JSONs hold them; pandas is used only
-for the summary frame. No torch needed (the plotting environment runs this).
+Inputs are plain rows (dicts) as the selection, LOO and figure CSVs and JSONs hold them. No
+torch needed (the plotting environment runs this).
 """
 
 from __future__ import annotations
@@ -16,11 +17,39 @@ from .metrics import agreement
 # Koh & Liang (2017), Figure 2: Pearson R between predicted and actual loss differences.
 PAPER_R = {"Linear (exact)": 1.0, "Linear (approx)": 0.99, "CNN": 0.86}
 
+# Panel titles of the paper's Figure 2, by method.
+PANELS = {"cg": "Linear (exact)", "lissa": "Linear (approx)"}
+
 SUMMARY_COLUMNS = [
     "experiment", "model", "test_index", "label", "predicted_label", "correct", "test_loss",
     "panel", "method", "pearson", "spearman", "slope", "n_points", "top_k", "n_train",
     "method_seconds", "train_seconds", "loo_seconds", "loo_seconds_per_point",
 ]
+
+
+def figure_rows(experiment: str, t: int, selection: Sequence[dict], lissa_pred: dict[int, float],
+                loo: Sequence[dict]) -> list[dict]:
+    """The long table behind one test point's panels.
+
+    ``selection``: rows with rank, train_index, train_label, predicted (CG); ``lissa_pred``: train_index ->
+    LiSSA prediction; ``loo``: gathered LOO rows (all test points). One row per (method,
+    selected point): experiment, test_index, panel, method, rank, train_index, train_label,
+    actual, predicted, grad_maxnorm.
+    """
+    actual = {int(r["train_index"]): r for r in loo if int(r["test_index"]) == int(t)}
+    rows = []
+    for method in ("cg", "lissa"):
+        for s in selection:
+            i = int(s["train_index"])
+            if i not in actual:
+                raise KeyError(f"no LOO result for train point {i} at test point {t}")
+            pred = float(s["predicted"]) if method == "cg" else float(lissa_pred[i])
+            rows.append({"experiment": experiment, "test_index": int(t), "panel": PANELS[method],
+                         "method": method, "rank": int(s["rank"]), "train_index": i,
+                         "train_label": int(s.get("train_label", -1)),
+                         "actual": float(actual[i]["actual"]), "predicted": pred,
+                         "grad_maxnorm": float(actual[i]["grad_maxnorm"])})
+    return rows
 
 
 def panel_stats(rows: Sequence[dict]) -> list[dict]:

@@ -1,0 +1,234 @@
+"""The workflow's steps for the linear models, as plain functions.
+
+Nothing here knows about Snakemake or files: a rule script in ``workflow/scripts/`` loads
+its inputs, calls one step from here and writes what it returns (config checking is in
+:mod:`infcore.config`, the rows behind the figures in :mod:`infcore.tables`).
+
+Conventions (docs/design.md): ``pred_i = (1/n) g_test^T (H + lambda I)^{-1} g_i`` predicts
+``actual_i = L_test(theta_-i) - L_test(theta_hat)``, the change of the unregularized test loss
+when training point i is removed; theta_-i is the certified optimum without point i.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from .fit import fit
+from .influence import (
+    inverse_hvp_cg,
+    inverse_hvp_lissa,
+    largest_example_eigenvalue,
+    predicted_loss_change,
+)
+from .loo import chord_factor, loo_retrain
+from .objective import LogisticObjective
+from .progress import CGProgress, Log, Progress
+from .solvers import power_iteration
+
+
+def make_objective(ds, exp: dict):
+    """The training objective of an experiment (``model: logreg``: multinomial logistic
+    regression without bias, L2 ``exp['l2']``)."""
+    model = exp.get("model", "logreg")
+    if model != "logreg":
+        raise ValueError(f"model {model!r} has no objective here (only 'logreg')")
+    return LogisticObjective(ds.X_train, ds.y_train, ds.n_classes, exp["l2"])
+
+
+def train(obj, ds, fit_settings: dict, log: Log = print) -> tuple[torch.Tensor, dict]:
+    """Fit to a certified optimum; returns theta and the JSON record. Raises if the gradient
+    max-norm did not get below ``fit_settings['tol']``."""
+    res = fit(obj, tol=fit_settings["tol"], max_lbfgs=fit_settings["max_lbfgs"],
+              max_newton=fit_settings["max_newton"], log=log)
+    theta = res.theta
+    record = {
+        **res.summary(),
+        "tol": fit_settings["tol"],
+        "n_train": obj.n,
+        "n_test": ds.n_test,
+        "dim": obj.dim,
+        "l2": obj.l2,
+        "train_accuracy": obj.accuracy(theta, ds.X_train, ds.y_train),
+        "test_accuracy": obj.accuracy(theta, ds.X_test, ds.y_test),
+        "train_data_loss": float(obj.data_loss(theta, ds.X_train, ds.y_train)),
+        "test_loss": float(obj.data_loss(theta, ds.X_test, ds.y_test)),
+    }
+    if not res.converged:
+        raise RuntimeError(f"fit did not converge: max|grad| = {res.grad_maxnorm:.3g} > tol = "
+                           f"{fit_settings['tol']:g} after {res.iterations} iterations "
+                           f"(raise fit.max_newton or fit.max_lbfgs)")
+    return theta, record
+
+
+def describe_test_point(obj, theta, ds, t: int) -> dict:
+    """Label, prediction, probability of the true class and loss of test point t."""
+    x, y = ds.X_test[t:t + 1], ds.y_test[t:t + 1]
+    p = obj.probs(theta, x)[0]
+    return {
+        "test_index": int(t),
+        "label": int(y),
+        "predicted_label": int(p.argmax()),
+        "correct": bool(int(p.argmax()) == int(y)),
+        "p_label": float(p[int(y)]),
+        "test_loss": float(obj.data_loss(theta, x, y)),
+    }
+
+
+def influence_cg(obj, theta, ds, t: int, cg: dict, log: Log = print) -> tuple[torch.Tensor, dict]:
+    """Predicted test-loss change at test point t for removing each training point, by CG.
+
+    Returns ``pred`` (n,) and diagnostics. Raises ``CGNotConvergedError`` when CG stops
+    above ``cg['tol']``.
+    """
+    g = obj.data_grad(theta, ds.X_test[t:t + 1], ds.y_test[t:t + 1])
+    log(f"test point {t}: ||g_test|| = {float(g.norm()):.4g}; CG on dim {obj.dim}, n = {obj.n}")
+    res = inverse_hvp_cg(obj, theta, g, damping=cg["damping"], tol=cg["tol"], maxiter=cg["maxiter"],
+                         preconditioner=cg["preconditioner"], callback=CGProgress(log, cg["tol"]))
+    log(f"CG: {res.message}; {res.iterations} iterations in {res.seconds:.2f} s")
+    res.raise_if_not_converged()
+    t0 = time.perf_counter()
+    pred = predicted_loss_change(obj, theta, res.x)
+    pred_seconds = time.perf_counter() - t0
+    trace = res.residuals
+    step = max(1, len(trace) // 200)
+    diag = {
+        **describe_test_point(obj, theta, ds, t),
+        **res.summary(),
+        "final_residual": res.residual,
+        "residual_trace": [[i, r] for i, r in enumerate(trace)][::step],
+        "tol": cg["tol"],
+        "damping": cg["damping"],
+        "preconditioner": cg["preconditioner"],
+        "g_test_norm": float(g.norm()),
+        "s_test_norm": float(res.x.norm()),
+        "predict_seconds": pred_seconds,
+        "n_train": obj.n,
+    }
+    return pred, diag
+
+
+def influence_lissa(obj, theta, ds, t: int, idx: torch.Tensor, lissa: dict,
+                    log: Log = print) -> tuple[torch.Tensor, dict]:
+    """LiSSA predictions at test point t for the training points ``idx``; diagnostics include
+    the scale, power-iteration estimate of the largest Hessian eigenvalue (full data, with
+    damping), the largest single-point eigenvalue (logistic: closed form) and the norm trace.
+    """
+    g = obj.data_grad(theta, ds.X_test[t:t + 1], ds.y_test[t:t + 1])
+    t0 = time.perf_counter()
+    # a diagnostic: three digits suffice (each iteration is a full-data HVP)
+    lam_full = power_iteration(lambda v: obj.hvp(theta, v) + lissa["damping"] * v, obj.dim,
+                               iters=100, tol=1e-3, seed=lissa["seed"], dtype=theta.dtype)
+    try:
+        lam_point = largest_example_eigenvalue(obj, theta) + lissa["damping"]
+    except TypeError:
+        lam_point = None
+    eig_seconds = time.perf_counter() - t0
+    log(f"largest eigenvalue of H + damping I: {lam_full:.4g} (power iteration); largest single-point "
+        f"eigenvalue: {lam_point if lam_point is None else f'{lam_point:.4g}'}; scale = {lissa['scale']:g}")
+    if lam_point is not None and lissa["batch_size"] == 1 and lissa["scale"] <= lam_point / 2:
+        log(f"note: scale {lissa['scale']:g} is below half the largest single-point eigenvalue "
+            f"{lam_point:.4g}: steps that sample such points expand the iterate (the run stops with "
+            "an error if it diverges)")
+    res = inverse_hvp_lissa(obj, theta, g, depth=lissa["depth"], scale=lissa["scale"],
+                            repeats=lissa["repeats"], batch_size=lissa["batch_size"],
+                            damping=lissa["damping"], seed=lissa["seed"],
+                            progress=Progress(log, "LiSSA", lissa["depth"], unit="steps"))
+    pred = predicted_loss_change(obj, theta, res.x, idx)
+    trace = res.norm_trace
+    step = max(1, len(trace) // 100)
+    diag = {
+        **describe_test_point(obj, theta, ds, t),
+        **res.summary(),
+        "batch_size": lissa["batch_size"],
+        "seed": lissa["seed"],
+        "largest_eigenvalue": lam_full,
+        "largest_example_eigenvalue": lam_point,
+        "eigenvalue_seconds": eig_seconds,
+        "norm_trace": [[int(s), float(v)] for s, v in trace][::step],
+        "s_test_norm": float(res.x.norm()),
+        "repeat_spread": float((res.per_repeat - res.x[:, None]).norm(dim=0).mean() / max(float(res.x.norm()), 1e-300)),
+        "n_points": int(idx.numel()),
+    }
+    log(f"LiSSA: {res.seconds:.1f} s, final norm {diag['final_norm']:.4g}, relative spread over repeats "
+        f"{diag['repeat_spread']:.3g}")
+    return pred, diag
+
+
+def loo_factor(obj, theta, log: Log = print) -> tuple[torch.Tensor, dict]:
+    """Cholesky factor of the LOO chord matrix at theta_hat, shared by every LOO shard of the
+    model (stored in float32: it only sets the step, the certificate is float64)."""
+    t0 = time.perf_counter()
+    L = chord_factor(obj, theta)
+    seconds = time.perf_counter() - t0
+    log(f"chord factor ({obj.dim} x {obj.dim}) in {seconds:.1f} s")
+    return L.to(torch.float32), {"dim": obj.dim, "n": obj.n, "seconds": seconds}
+
+
+def loo_shard(obj, theta, ds, indices: torch.Tensor, test_indices: Sequence[int], loo: dict,
+              log: Log = print, factor: torch.Tensor | None = None) -> dict:
+    """Certified LOO retraining for ``indices``; test losses at every test point.
+
+    Returns a dict of tensors: indices (m,), test_indices (T,), test_losses (m, T) =
+    L_test(theta_-i) per test point, base_losses (T,) = L_test(theta_hat), grad_maxnorm,
+    steps, converged (m,), and seconds. Raises when a point's certificate misses ``tol``.
+    """
+    indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+    tidx = torch.as_tensor(list(test_indices), dtype=torch.long)
+    Xt, yt = ds.X_test[tidx], ds.y_test[tidx]
+    base = obj.example_losses(theta, Xt, yt)
+    m = int(indices.numel())
+    out = {"indices": indices.clone(), "test_indices": tidx, "base_losses": base,
+           "test_losses": torch.zeros(m, len(tidx), dtype=theta.dtype),
+           "grad_maxnorm": torch.zeros(m, dtype=theta.dtype), "steps": torch.zeros(m, dtype=torch.long),
+           "converged": torch.ones(m, dtype=torch.bool), "seconds": 0.0, "setup_seconds": 0.0}
+    if m == 0:
+        log("empty shard: nothing to retrain")
+        return out
+    log(f"LOO retraining of {m} points (n = {obj.n}, dim = {obj.dim}, tol {loo['tol']:g})")
+    res = loo_retrain(obj, theta, indices, tol=loo["tol"], max_steps=loo["max_steps"],
+                      progress=lambda done, total, msg: log(f"LOO: {msg}"), log=log, factor=factor)
+    out.update(test_losses=obj.example_losses(res.thetas, Xt, yt), grad_maxnorm=res.grad_maxnorm,
+               steps=res.steps, converged=res.converged, seconds=res.seconds,
+               setup_seconds=res.setup_seconds)
+    bad = (~res.converged).nonzero().reshape(-1)
+    if bad.numel():
+        worst = int(res.grad_maxnorm.argmax())
+        raise RuntimeError(f"LOO retraining did not converge for {bad.numel()} of {m} points: "
+                           f"worst max|grad| {float(res.grad_maxnorm[worst]):.3g} (train index "
+                           f"{int(indices[worst])}) > tol {loo['tol']:g} after {loo['max_steps']} steps "
+                           "(raise loo.max_steps)")
+    log(f"LOO: {m} points in {res.seconds:.1f} s, max certificate {float(res.grad_maxnorm.max()):.3g}")
+    return out
+
+
+def gather_loo(shards: Sequence[dict]) -> tuple[list[dict], dict]:
+    """Join shards (in order) into rows ``train_index, test_index, actual, ...`` and a summary.
+
+    ``actual = L_test(theta_-i) - L_test(theta_hat)`` for every removed point and test point.
+    """
+    rows = []
+    seconds = setup = 0.0
+    for sh in shards:
+        seconds += float(sh["seconds"])
+        setup += float(sh["setup_seconds"])
+        for j, t in enumerate(sh["test_indices"].tolist()):
+            base = float(sh["base_losses"][j])
+            for r, i in enumerate(sh["indices"].tolist()):
+                loss = float(sh["test_losses"][r, j])
+                rows.append({"train_index": i, "test_index": t, "actual": loss - base,
+                             "test_loss_without": loss, "test_loss": base,
+                             "grad_maxnorm": float(sh["grad_maxnorm"][r]),
+                             "steps": int(sh["steps"][r]), "converged": bool(sh["converged"][r])})
+    rows.sort(key=lambda r: (r["test_index"], r["train_index"]))
+    idx = [int(i) for sh in shards for i in sh["indices"].tolist()]
+    if idx != sorted(set(idx)):
+        raise ValueError("LOO shards overlap or are out of order")
+    gm = [float(g) for sh in shards for g in sh["grad_maxnorm"].tolist()]
+    summary = {"points": len(idx), "shards": len(shards), "seconds": seconds,
+               "setup_seconds": setup, "seconds_per_point": seconds / len(idx) if idx else 0.0,
+               "max_grad_maxnorm": max(gm) if gm else 0.0,
+               "all_converged": all(bool(c) for sh in shards for c in sh["converged"].tolist())}
+    return rows, summary
