@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "workflow", "scripts"))
 
 from infcore import cnn  # noqa: E402
+from infcore.data import load_small_mnist  # noqa: E402
 
 
 def _time(fn, reps: int, device: str) -> float:
@@ -92,7 +93,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(a.threads)
     dev = a.device
     if os.path.exists(os.path.join(a.mnist_root, "MNIST", "raw")):
-        d = cnn.load_small_mnist(a.mnist_root)
+        d = load_small_mnist(a.mnist_root)
         x, y, data = d.x_train, d.y_train, "MNIST 10% subset"
     else:
         g = torch.Generator().manual_seed(0)

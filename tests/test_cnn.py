@@ -6,14 +6,12 @@ The tiny instance keeps the paper's architecture and 28x28 inputs but uses width
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from infcore import cnn
+from infcore.cnn.train import _masked_objective
 from infcore.solvers import cg, solve_explicit
 
 W = 2  # tiny width
@@ -154,7 +152,7 @@ def test_masked_full_batch_objective_is_loo_objective():
     bidx = torch.arange(10)
     remove = torch.tensor([4, cnn.CONTROL])
     wmask = cnn.weight_mask(W, dtype=DT)
-    both = cnn._masked_objective(theta, x, y, bidx, remove, L2, wmask, (W, 1, 10))
+    both = _masked_objective(theta, x, y, bidx, remove, L2, wmask, (W, 1, 10))
     keep = torch.arange(10) != 4
     ref = (cnn.objective(theta[0], x[keep], y[keep], L2, W)
            + cnn.objective(theta[1], x, y, L2, W))
@@ -250,36 +248,3 @@ def test_adam_update_is_tensorflow_form():
     assert st.step == 1
 
 
-def test_small_mnist_indices_reproduce_original_numpy_draw():
-    idx = cnn.small_mnist_indices()
-    assert idx.shape == (5500,) and len(set(idx.tolist())) == 5500
-    np.random.seed(0)
-    perm = np.arange(55000)
-    np.random.shuffle(perm)
-    assert np.array_equal(idx.numpy(), perm[:5500])
-
-
-MNIST_GZ = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-
-
-def _mnist_raw():
-    for c in (os.environ.get("INFCORE_MNIST_RAW"), "/work/shared/data/MNIST/raw"):
-        if c and all(os.path.isfile(os.path.join(c, f)) for f in MNIST_GZ):
-            return c
-    return None
-
-
-@pytest.mark.skipif(_mnist_raw() is None,
-                    reason="real MNIST .gz files not found (set INFCORE_MNIST_RAW)")
-def test_load_small_mnist_real_files(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for f in MNIST_GZ:  # a private copy: torchvision unpacks next to the archives
-        shutil.copy(os.path.join(_mnist_raw(), f), raw / f)
-    d = cnn.load_small_mnist(str(tmp_path), download=True)
-    assert d.x_train.shape == (5500, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
-    assert d.x_train.dtype == torch.float32 and 0 <= float(d.x_train.min())
-    assert float(d.x_train.max()) <= 1.0
-    assert int(d.train_source.min()) >= 5000
-    assert len(torch.unique(d.y_train)) == 10

@@ -8,19 +8,21 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from fake_mnist import write_fake_mnist, write_idx
 from infcore.data import (
     MNIST_FILES,
     Dataset,
     load_mnist,
+    load_small_mnist,
     make_dataset,
     make_random,
     mnist_counts,
     mnist_raw_files,
     read_idx_count,
-    write_fake_mnist,
-    write_idx,
+    small_mnist_indices,
 )
 
 SHARED_MNIST = Path(os.environ.get("INFCORE_MNIST_RAW", "/work/shared/data/MNIST/raw"))
@@ -84,6 +86,41 @@ def test_load_real_mnist_paper_split(tmp_path):
     assert (ds.n_train, ds.n_test, ds.n_features) == (55000, 10000, 784)
     assert ds.info["canonical_files"] is True
     assert torch.bincount(ds.y_test).tolist()[:3] == [980, 1135, 1032]
+
+
+def test_small_mnist_indices_reproduce_original_numpy_draw():
+    idx = small_mnist_indices()
+    assert idx.shape == (5500,) and len(set(idx.tolist())) == 5500
+    np.random.seed(0)
+    perm = np.arange(55000)
+    np.random.shuffle(perm)
+    assert np.array_equal(idx.numpy(), perm[:5500])
+
+
+def test_load_small_mnist_offline_on_fake_files(fake_root):
+    d = load_small_mnist(fake_root, fraction=0.5, seed=3, validation_size=20)
+    src = small_mnist_indices(100, 0.5, 3) + 20
+    assert d.x_train.shape == (50, 1, 28, 28) and d.x_test.shape == (30, 1, 28, 28)
+    assert torch.equal(d.train_source, src) and d.x_train.dtype == torch.float32
+    with gzip.open(fake_root / "MNIST/raw/train-images-idx3-ubyte.gz") as f:
+        pixels = torch.frombuffer(bytearray(f.read()[16:]), dtype=torch.uint8).reshape(120, 1, 28, 28)
+    assert torch.equal(d.x_train, pixels[src].float() / 255.0)
+    moved = d.to("cpu")
+    assert torch.equal(moved.y_train, d.y_train) and moved.train_source is d.train_source
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="real MNIST files not available")
+def test_load_small_mnist_real_files(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for p in mnist_raw_files(SHARED_MNIST.parents[1]):  # a private copy: the loader unpacks next to them
+        shutil.copy(p, raw / p.name)
+    d = load_small_mnist(tmp_path)
+    assert d.x_train.shape == (5500, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
+    assert d.x_train.dtype == torch.float32 and 0 <= float(d.x_train.min())
+    assert float(d.x_train.max()) <= 1.0
+    assert int(d.train_source.min()) >= 5000
+    assert len(torch.unique(d.y_train)) == 10
 
 
 def test_make_random_shapes_and_determinism():

@@ -56,7 +56,7 @@ def write_yaml(path: Path, data: dict) -> Path:
 def write_fake_mnist(workdir: Path, n_train: int = 600, n_test: int = 100, image_size: int = 10,
                      root: str = "resources/mnist") -> list[Path]:
     """Small MNIST-format .gz files where the workflow's torchvision root expects them."""
-    from infcore.data import write_fake_mnist as write
+    from fake_mnist import write_fake_mnist as write
 
     return write(workdir / root, n_train=n_train, n_test=n_test, seed=0, image_size=image_size)
 

@@ -6,6 +6,7 @@ device) plus the parts of the experiment that rule uses (workflow/rules/cnn.smk)
 
 import torch
 from infcore import cnn
+from infcore.data import load_small_mnist
 
 
 def device(settings) -> str:
@@ -16,16 +17,11 @@ def device(settings) -> str:
     return dev
 
 
-def data(settings, mnist_root, dev) -> cnn.MnistSubset:
+def data(settings, mnist_root, dev):
     """The paper's MNIST subset on ``dev`` (float32)."""
-    from infcore.data import _decompress_archives
-
-    _decompress_archives(mnist_root)  # torchvision reads the unpacked IDX files offline
     ds = settings["dataset"]
-    d = cnn.load_small_mnist(mnist_root, fraction=ds["fraction"], seed=ds["subset_seed"],
-                             validation_size=ds["validation_size"])
-    return cnn.MnistSubset(d.x_train.to(dev), d.y_train.to(dev), d.x_test.to(dev),
-                           d.y_test.to(dev), d.train_source)
+    return load_small_mnist(mnist_root, fraction=ds["fraction"], seed=ds["subset_seed"],
+                            validation_size=ds["validation_size"]).to(dev)
 
 
 def save_state(res, path) -> None:

@@ -7,7 +7,8 @@ came from. ``Dataset.to_dict`` / ``Dataset.from_dict`` give the plain dict of te
 
 MNIST follows Koh & Liang (2017): pixels / 255 flattened to 784 values; the first
 ``validation_size`` training images (5000 in the paper) are held out, so the training set
-is the remaining 55000 images; the test set is the 10000 t10k images.
+is the remaining 55000 images; the test set is the 10000 t10k images. The CNN experiments
+use :func:`load_small_mnist`: the paper's random 10% of those 55000, as ``1 x 28 x 28`` images.
 """
 
 from __future__ import annotations
@@ -218,6 +219,71 @@ def load_mnist(
     return Dataset(X_train.contiguous(), y_train, X_test.contiguous(), y_test, 10, info)
 
 
+# ------------------------------------------------------------- MNIST subset (the CNN)
+
+
+@dataclass
+class MnistSubset:
+    """The paper's MNIST subset.
+
+    Attributes:
+        x_train: ``(n, 1, 28, 28)`` float32 pixels / 255 (n = 5,500 in the paper).
+        y_train: ``(n,)`` int64 labels.
+        x_test: ``(10000, 1, 28, 28)`` float32.
+        y_test: ``(10000,)`` int64.
+        train_source: ``(n,)`` index of each training point in the 60,000 MNIST train images.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    train_source: torch.Tensor
+
+    def to(self, device) -> MnistSubset:
+        """The same subset with the images and labels on ``device`` (``train_source`` stays)."""
+        return MnistSubset(self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
+                           self.y_test.to(device), self.train_source)
+
+
+def small_mnist_indices(num_train: int = 55_000, fraction: float = 0.1,
+                        seed: int = 0) -> torch.Tensor:
+    """Indices (into the 55,000 non-validation images) of the original 10% subset.
+
+    Reproduces ``np.random.seed(0); perm = arange(55000); np.random.shuffle(perm);
+    perm[:5500]`` of ``load_small_mnist`` exactly.
+    """
+    import numpy as np
+    import torch
+
+    perm = np.arange(num_train)
+    np.random.RandomState(seed).shuffle(perm)
+    return torch.from_numpy(perm[: int(num_train * fraction)].copy())
+
+
+def load_small_mnist(root: str | Path, fraction: float = 0.1, seed: int = 0,
+                     validation_size: int = 5000, download: bool = False) -> MnistSubset:
+    """Load MNIST through torchvision and take the paper's subset (the CNN experiments).
+
+    Args:
+        root: torchvision root (holds ``MNIST/raw/*.gz``).
+        fraction: share of the 55,000 training images kept (0.1).
+        seed: numpy seed of the subset (0).
+        validation_size: leading training images held out as validation (5,000).
+        download: passed to torchvision (files already present are read offline).
+    """
+    from torchvision.datasets import MNIST
+
+    _decompress_archives(root)  # torchvision reads the unpacked IDX files offline
+    tr = MNIST(root=root, train=True, download=download)
+    te = MNIST(root=root, train=False, download=download)
+    idx = small_mnist_indices(len(tr.targets) - validation_size, fraction, seed)
+    src = idx + validation_size
+    x_train = (tr.data[src].float() / 255.0).unsqueeze(1)
+    x_test = (te.data.float() / 255.0).unsqueeze(1)
+    return MnistSubset(x_train, tr.targets[src].long(), x_test, te.targets.long(), src)
+
+
 # -------------------------------------------------------------------------------- random
 
 
@@ -301,49 +367,3 @@ def make_dataset(settings: dict, mnist_root: str | Path | None = None) -> Datase
             label_noise=settings.get("label_noise", 0.0),
         )
     raise ValueError(f"unknown dataset kind {kind!r}")
-
-
-def write_idx(path: str | Path, array: torch.Tensor) -> None:
-    """Write a uint8 tensor as a (gzipped, if ``path`` ends in .gz) IDX file."""
-    import torch
-
-    path = Path(path)
-    array = array.to(torch.uint8).contiguous()
-    header = struct.pack(">I", 0x0800 | array.dim()) + b"".join(
-        struct.pack(">I", s) for s in array.shape
-    )
-    payload = header + array.numpy().tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(payload)
-    else:
-        path.write_bytes(payload)
-
-
-def write_fake_mnist(root: str | Path, n_train: int = 600, n_test: int = 100, seed: int = 0,
-                     image_size: int = 28) -> list[Path]:
-    """Write small MNIST-format files (gzipped IDX, torchvision layout) under ``root``.
-
-    The images (``image_size`` square; MNIST's is 28) are class templates (a random pattern
-    per digit) plus noise, so a
-    linear model learns them but not perfectly. For offline tests of the MNIST code path.
-    """
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    templates = torch.rand(10, image_size, image_size, generator=g)
-
-    def images(n):
-        y = torch.randint(10, (n,), generator=g)
-        x = 0.6 * templates[y] + 0.6 * torch.rand(n, image_size, image_size, generator=g)
-        return (x.clamp(0, 1) * 255).round().to(torch.uint8), y.to(torch.uint8)
-
-    raw = mnist_raw_dir(root)
-    xtr, ytr = images(n_train)
-    xte, yte = images(n_test)
-    write_idx(raw / "train-images-idx3-ubyte.gz", xtr)
-    write_idx(raw / "train-labels-idx1-ubyte.gz", ytr)
-    write_idx(raw / "t10k-images-idx3-ubyte.gz", xte)
-    write_idx(raw / "t10k-labels-idx1-ubyte.gz", yte)
-    return mnist_raw_files(root)
