@@ -2,8 +2,9 @@
 # influence (CG with damping, all n points) + top_k selection, per test point -> LOO by
 # continued training of the selected points in scattergather 'cnn_loo' shards, plus one
 # control run (the same continued steps, nothing removed) -> gather -> figure (both
-# baselines: theta_hat as in the paper, and the control run). Scripts are thin; the logic is
-# in workflow/scripts/infcore/cnn.py. `rule all` includes these experiments only when
+# baselines: theta_hat as in the paper, and the control run). Scripts are thin; the steps are
+# in workflow/scripts/infcore/cnn/steps.py (the gather in infcore/steps.py, the figure table in
+# infcore/tables.py). `rule all` includes these experiments only when
 # run_cnn is true; the target fig2_cnn builds them (and Figure 2 with its 'CNN' panel).
 
 

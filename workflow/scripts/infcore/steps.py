@@ -204,31 +204,56 @@ def loo_shard(obj, theta, ds, indices: torch.Tensor, test_indices: Sequence[int]
     return out
 
 
-def gather_loo(shards: Sequence[dict]) -> tuple[list[dict], dict]:
-    """Join shards (in order) into rows ``train_index, test_index, actual, ...`` and a summary.
+def gather_loo(shards: Sequence[dict], control: dict | None = None) -> tuple[list[dict], dict]:
+    """Join LOO shards (in order) into rows ``train_index, test_index, actual, ...`` and a summary.
 
-    ``actual = L_test(theta_-i) - L_test(theta_hat)`` for every removed point and test point.
+    Serves both LOO kinds. A shard holds indices (m,), test_indices (T,), base_losses (T,) =
+    L_test(theta_hat), test_losses (m, T) = L_test(theta_-i) and seconds; ``actual =
+    L_test(theta_-i) - L_test(theta_hat)`` for every removed point and test point.
+
+    * Certified shards (linear models, :func:`loo_shard`) also hold grad_maxnorm, steps and
+      converged per point and setup_seconds: the rows carry the certificate, the summary its
+      maximum.
+    * ``control`` (the CNN, :func:`infcore.cnn.steps.loo_runs` with nothing removed): a shard
+      of one run; rows add ``control_loss`` and ``actual_controlled = L_test(theta_-i) -
+      L_test(theta_control)``, the summary the continued steps, lr and the control's drift
+      ``L_test(theta_control) - L_test(theta_hat)`` per test point.
     """
+    certified = bool(shards) and "grad_maxnorm" in shards[0]
     rows = []
     seconds = setup = 0.0
     for sh in shards:
         seconds += float(sh["seconds"])
-        setup += float(sh["setup_seconds"])
+        setup += float(sh.get("setup_seconds", 0.0))
         for j, t in enumerate(sh["test_indices"].tolist()):
             base = float(sh["base_losses"][j])
             for r, i in enumerate(sh["indices"].tolist()):
                 loss = float(sh["test_losses"][r, j])
-                rows.append({"train_index": i, "test_index": t, "actual": loss - base,
-                             "test_loss_without": loss, "test_loss": base,
-                             "grad_maxnorm": float(sh["grad_maxnorm"][r]),
-                             "steps": int(sh["steps"][r]), "converged": bool(sh["converged"][r])})
+                row = {"train_index": i, "test_index": t, "actual": loss - base,
+                       "test_loss_without": loss, "test_loss": base}
+                if certified:
+                    row.update(grad_maxnorm=float(sh["grad_maxnorm"][r]), steps=int(sh["steps"][r]),
+                               converged=bool(sh["converged"][r]))
+                if control is not None:
+                    ctl = float(control["test_losses"][0, j])
+                    row.update(control_loss=ctl, actual_controlled=loss - ctl)
+                rows.append(row)
     rows.sort(key=lambda r: (r["test_index"], r["train_index"]))
     idx = [int(i) for sh in shards for i in sh["indices"].tolist()]
     if idx != sorted(set(idx)):
         raise ValueError("LOO shards overlap or are out of order")
-    gm = [float(g) for sh in shards for g in sh["grad_maxnorm"].tolist()]
-    summary = {"points": len(idx), "shards": len(shards), "seconds": seconds,
-               "setup_seconds": setup, "seconds_per_point": seconds / len(idx) if idx else 0.0,
-               "max_grad_maxnorm": max(gm) if gm else 0.0,
-               "all_converged": all(bool(c) for sh in shards for c in sh["converged"].tolist())}
+    summary = {"points": len(idx), "shards": len(shards), "seconds": seconds}
+    if certified:
+        summary["setup_seconds"] = setup
+    summary["seconds_per_point"] = seconds / len(idx) if idx else 0.0
+    if certified:
+        gm = [float(g) for sh in shards for g in sh["grad_maxnorm"].tolist()]
+        summary.update(max_grad_maxnorm=max(gm) if gm else 0.0,
+                       all_converged=all(bool(c) for sh in shards for c in sh["converged"].tolist()))
+    if control is not None:
+        tests, base = control["test_indices"].tolist(), control["base_losses"]
+        summary.update(steps=int(control["steps"]), lr=float(control["lr"]),
+                       control_seconds=float(control["seconds"]),
+                       control_drift={str(t): float(control["test_losses"][0, j] - base[j])
+                                      for j, t in enumerate(tests)})
     return rows, summary

@@ -52,6 +52,73 @@ def figure_rows(experiment: str, t: int, selection: Sequence[dict], lissa_pred: 
     return rows
 
 
+# The CNN's panels: the actual change against theta_hat (the paper) and against the control.
+CNN_BASELINES = {"CNN": ("actual", "theta_hat"), "CNN (controlled)": ("actual_controlled", "control")}
+
+
+def cnn_figure_table(experiment: str, selections: Sequence[Sequence[dict]], infos: Sequence[dict],
+                     loo: Sequence[dict], loo_info: dict, train: dict, top_k: int,
+                     l2: float) -> tuple[list[dict], dict]:
+    """The rows and the record behind a CNN experiment's figure.
+
+    ``selections`` and ``infos``: per test point, the selection rows and the influence record
+    (``cnn_influence``); ``loo`` / ``loo_info``: the gathered LOO rows and summary; ``train``:
+    the training record. Per test point two panels (:data:`CNN_BASELINES`): 'CNN' (actual
+    against theta_hat) and 'CNN (controlled)' (against the control run), each with Pearson
+    and Spearman; the 'CNN' panel also carries the controlled ones. Returns the figure rows
+    (experiment, test_index, panel, method, baseline, rank, train_index, train_label, actual,
+    predicted) and the JSON record (protocol, train, panels, timings).
+    """
+    actual = {(int(r["test_index"]), int(r["train_index"])): r for r in loo}
+    rows, panels = [], []
+    for sel, info in zip(selections, infos, strict=True):
+        t = int(info["test_index"])
+        for panel, (column, baseline) in CNN_BASELINES.items():
+            prs = [(float(actual[(t, int(s["train_index"]))][column]), float(s["predicted"])) for s in sel]
+            for s, (a, p) in zip(sel, prs, strict=True):
+                rows.append({"experiment": experiment, "test_index": t, "panel": panel, "method": "cg",
+                             "baseline": baseline, "rank": int(s["rank"]),
+                             "train_index": int(s["train_index"]), "train_label": int(s["train_label"]),
+                             "actual": a, "predicted": p})
+            stats = agreement([p for _, p in prs], [a for a, _ in prs])
+            panels.append({"panel": panel, "method": "cg", "baseline": baseline, "test_index": t,
+                           "label": info["label"], "predicted_label": info["predicted_label"],
+                           "correct": info["correct"], "test_loss": info["test_loss"], **stats,
+                           "seconds": info["seconds"], "cg_converged": info["cg_converged"],
+                           "cg_iterations": info["cg_iterations"],
+                           "min_curvature": info["min_curvature"],
+                           "control_drift": loo_info["control_drift"][str(t)]})
+        paper, ctl = panels[-2], panels[-1]
+        paper.update(pearson_controlled=ctl["pearson"], spearman_controlled=ctl["spearman"])
+    s = train["settings"]
+    record = {
+        "experiment": experiment,
+        "model": "cnn",
+        "n_train": train["n_train"],
+        "top_k": top_k,
+        "l2": l2,
+        "test_indices": [int(i["test_index"]) for i in infos],
+        "protocol": {"train_steps": train["steps"], "train_lr": s["train"]["lr"],
+                     "batch_size": s["train"]["batch_size"], "damping": infos[0]["damping"],
+                     "hvp_batch_size": infos[0]["hvp_batch_size"], "loo_steps": loo_info["steps"],
+                     "loo_lr": loo_info["lr"], "device": train["device"]},
+        "train": {k: train[k] for k in ("train_accuracy", "test_accuracy", "train_objective", "steps",
+                                        "seconds")},
+        "panels": panels,
+        "timings": {
+            "train_seconds": train["seconds"],
+            "train_seconds_per_step": train["seconds_per_step"],
+            "influence_seconds": {str(i["test_index"]): i["seconds"] for i in infos},
+            "loo_seconds": loo_info["seconds"],
+            "loo_seconds_per_point": loo_info["seconds_per_point"],
+            "control_seconds": loo_info["control_seconds"],
+            "loo_points": loo_info["points"],
+            "loo_shards": loo_info["shards"],
+        },
+    }
+    return rows, record
+
+
 def panel_stats(rows: Sequence[dict]) -> list[dict]:
     """Agreement (Pearson, Spearman, slope of predicted on actual, n) per (test_index, panel).
 
