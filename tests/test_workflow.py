@@ -55,7 +55,7 @@ def test_dry_run_default_config(wf):
     # mnist_logreg_tests shares data and model with mnist_logreg
     assert counts["data"] == n_exp - 1
     assert counts["train"] == counts["loo_factor"] == n_exp - 1
-    for rule in ("influence_cg", "select", "influence_lissa", "figure_test"):
+    for rule in ("influence_cg", "select", "influence_lissa", "figure_point"):
         assert counts[rule] == n_tests, rule
     assert counts["loo_shard"] == n_exp * DEFAULT["loo_shards"]
     assert counts["loo_gather"] == counts["figure"] == n_exp
@@ -250,7 +250,7 @@ def test_changing_one_experiment_reruns_only_its_jobs(tiny):
     cfg["experiments"]["tiny_random"]["l2"] = 0.02
     res, jobs, rules = dry_run_with(tiny, cfg)
     assert {"train", "influence_cg", "select", "influence_lissa", "loo_shard", "loo_gather",
-            "figure_test", "figure", "summary", "all"} <= rules
+            "figure_point", "figure", "summary", "all"} <= rules
     assert "data" not in rules and "paper_figure" not in rules  # same data; figure 2 is tiny_mnist's
     assert "Params have changed" in res.stdout
     for j in jobs:

@@ -2,7 +2,7 @@
 # paper's Figure 2.
 
 
-rule figure_test:
+rule figure_point:
     input:
         selection="results/{experiment}/select/test_{test}.csv",
         cg_info="results/{experiment}/influence_cg/test_{test}.json",
@@ -13,7 +13,7 @@ rule figure_test:
     output:
         png=report(
             "results/{experiment}/test_{test}/figure.png",
-            caption="../report/figure_test.rst",
+            caption="../report/figure_point.rst",
             category="Per test point",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "test point": "{test}"},
@@ -22,7 +22,7 @@ rule figure_test:
         csv="results/{experiment}/test_{test}/figure.csv",
         json="results/{experiment}/test_{test}/figure.json",
     log:
-        "logs/figure_test/{experiment}/test_{test}.log",
+        "logs/figure_point/{experiment}/test_{test}.log",
     conda:
         "../../envs/plot.yaml"
     wildcard_constraints:
@@ -30,7 +30,7 @@ rule figure_test:
     params:
         top_k=lambda wc: EXPERIMENTS[wc.experiment]["top_k"],
     script:
-        "../scripts/figure_test.py"
+        "../scripts/figure_point.py"
 
 
 rule figure:
@@ -83,7 +83,7 @@ rule summary:
 localrules:
     select,
     loo_gather,
-    figure_test,
+    figure_point,
     figure,
     summary,
     paper_figure,

@@ -1,4 +1,4 @@
-"""Rule figure_test: Figure 2 panels for one test point, the CSV behind them and their stats."""
+"""Rule figure_point: Figure 2 panels for one test point, the CSV behind them and their stats."""
 
 import wfio
 from infcore.plotting import influence_figure, panel_groups, point_title
