@@ -23,7 +23,7 @@ def test_fit_certificate():
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_predicted_vs_actual_loo_every_point(k):
-    """Pearson >= 0.99 and slope in 0.9..1.1 over every training point (DESIGN.md contract)."""
+    """Pearson >= 0.99 and slope in 0.9..1.1 over every training point (docs/design.md contract)."""
     obj, Xt, yt = make_logistic(n=300, d=4, k=k, seed=k)
     theta = fit(obj, tol=1e-12).theta
     x_test, y_test = Xt[:1], yt[:1]

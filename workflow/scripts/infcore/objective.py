@@ -9,7 +9,7 @@ same quantities by autograd (HVP by double backward, per-example gradients by
     F(theta) = (1/n) sum_i l(z_i; theta) + (l2 / 2) ||theta||^2
 
 and expose the per-point regularized loss ``l(z_i; theta) + (l2/2)||theta||^2`` whose
-gradient ``g_i`` enters the influence formula (DESIGN.md). Parameters are one flat vector.
+gradient ``g_i`` enters the influence formula (docs/design.md). Parameters are one flat vector.
 """
 
 from __future__ import annotations
