@@ -41,7 +41,8 @@ include: "workflow/rules/figures.smk"
 
 
 rule all:
+    "Default target: the linear experiments' figures, summary and Figure 2 (CNN: run_cnn)."
     default_target: True
-    localrule: True
     input:
         all_targets(),
+    localrule: True

@@ -19,6 +19,7 @@ scattergather:
 
 
 rule cnn_train:
+    "Train the Figure 2 CNN (Adam on minibatches, step schedule)."
     input:
         mnist=data_inputs,
     output:
@@ -28,19 +29,20 @@ rule cnn_train:
         "logs/cnn_train/{experiment}.log",
     benchmark:
         "benchmarks/cnn_train/{experiment}.tsv"
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(CNN),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
     params:
         settings=cnn_params(),
         mnist_root=config["mnist_root"],
-    threads: 2
     script:
         "../scripts/cnn_train.py"
 
 
 rule cnn_influence:
+    "CNN: CG influence of every training point on one test point, and its top_k."
     input:
         mnist=data_inputs,
         state=cnn_state,
@@ -52,19 +54,20 @@ rule cnn_influence:
         "logs/cnn_influence/{experiment}/test_{test}.log",
     benchmark:
         "benchmarks/cnn_influence/{experiment}/test_{test}.tsv"
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(CNN),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
     params:
         settings=cnn_params("influence", "top_k"),
         mnist_root=config["mnist_root"],
-    threads: 2
     script:
         "../scripts/cnn_influence.py"
 
 
 rule cnn_loo_shard:
+    "CNN: LOO by continued training for one shard of the selected points (batched)."
     input:
         mnist=data_inputs,
         state=cnn_state,
@@ -75,21 +78,22 @@ rule cnn_loo_shard:
         "logs/cnn_loo_shard/{experiment}/{scatteritem}.log",
     benchmark:
         "benchmarks/cnn_loo_shard/{experiment}/{scatteritem}.tsv"
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(CNN),
         scatteritem=r"\d+-of-\d+",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
     params:
         settings=cnn_params("loo", "test_indices"),
         mnist_root=config["mnist_root"],
         control=False,
-    threads: 1
     script:
         "../scripts/cnn_loo.py"
 
 
 rule cnn_control:
+    "CNN: the control run, the same continued training with nothing removed."
     input:
         mnist=data_inputs,
         state=cnn_state,
@@ -99,20 +103,21 @@ rule cnn_control:
         "logs/cnn_control/{experiment}.log",
     benchmark:
         "benchmarks/cnn_control/{experiment}.tsv"
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(CNN),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
     params:
         settings=cnn_params("loo", "test_indices"),
         mnist_root=config["mnist_root"],
         control=True,
-    threads: 1
     script:
         "../scripts/cnn_loo.py"
 
 
 rule cnn_gather:
+    "CNN: join the LOO shards and the control into actual loss changes."
     input:
         shards=gather.cnn_loo("results/{{experiment}}/cnn/loo/shards/{scatteritem}.pt"),
         control="results/{experiment}/cnn/loo/control.pt",
@@ -122,15 +127,16 @@ rule cnn_gather:
         info="results/{experiment}/cnn/loo/loo.json",
     log:
         "logs/cnn_gather/{experiment}.log",
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(CNN),
+    conda:
+        "../../envs/torch.yaml"
     script:
         "../scripts/cnn_gather.py"
 
 
 rule cnn_figure:
+    "CNN: the panels against theta_hat (the paper) and against the control run."
     input:
         selections=test_files("results/{experiment}/select/test_{test}.csv"),
         influence=test_files("results/{experiment}/cnn/influence/test_{test}.json"),
@@ -149,10 +155,10 @@ rule cnn_figure:
         json="results/{experiment}/figure.json",
     log:
         "logs/cnn_figure/{experiment}.log",
-    conda:
-        "../../envs/plot.yaml"
     wildcard_constraints:
         experiment=name_regex(CNN),
+    conda:
+        "../../envs/plot.yaml"
     params:
         top_k=lambda wc: EXPERIMENTS[wc.experiment]["top_k"],
         l2=lambda wc: EXPERIMENTS[wc.experiment]["l2"],
@@ -162,6 +168,7 @@ rule cnn_figure:
 
 # Target: the CNN experiments, the summary and Figure 2 with its 'CNN' panel.
 rule fig2_cnn:
-    localrule: True
+    "Target: the CNN experiments, the summary and Figure 2 with its 'CNN' panel."
     input:
         fig2_cnn_inputs,
+    localrule: True

@@ -11,7 +11,6 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
-from infcore.data import mnist_counts, mnist_raw_files  # noqa: E402
 from infcore.config import (  # noqa: E402
     DATA_FIELDS,
     MODEL_FIELDS,
@@ -21,6 +20,7 @@ from infcore.config import (  # noqa: E402
     normalize,
     owners,
 )
+from infcore.data import mnist_counts, mnist_raw_files  # noqa: E402
 
 
 def validate_config(cfg):
@@ -31,7 +31,9 @@ def validate_config(cfg):
         ve = err.__context__  # snakemake raises while handling jsonschema's error
         if not isinstance(ve, jsonschema.ValidationError):
             raise
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ve.absolute_path).lstrip(".")
+        where = "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in ve.absolute_path
+        ).lstrip(".")
         raise WorkflowError(f"Invalid config at {where or '(top level)'}: {ve.message}") from None
     try:
         check_config(cfg, mnist_counts(cfg["mnist_root"]))
@@ -167,7 +169,9 @@ def all_targets():
     for name in LOGREG + (CNN if config["run_cnn"] else []):
         targets += [f"results/{name}/figure.{ext}" for ext in ("png", "pdf", "csv", "json")]
     for name in LOGREG:
-        targets += [f"results/{name}/test_{t}/figure.png" for t in EXPERIMENTS[name]["test_indices"]]
+        targets += [
+            f"results/{name}/test_{t}/figure.png" for t in EXPERIMENTS[name]["test_indices"]
+        ]
     if config["paper_figure"]["linear"]:
         targets += [f"results/figure2.{ext}" for ext in ("png", "pdf", "json", "md")]
     return targets + EXTRA_TARGETS
@@ -184,12 +188,20 @@ def cnn_device(name):
 def cnn_model_settings(name):
     """What decides a trained CNN (experiments agreeing on it share the model)."""
     exp = EXPERIMENTS[name]
-    return canonical({"dataset": exp["dataset"], "l2": exp["l2"], "width": exp["cnn"]["width"],
-                      "train": exp["cnn"]["train"], "device": cnn_device(name)})
+    return canonical(
+        {
+            "dataset": exp["dataset"],
+            "l2": exp["l2"],
+            "width": exp["cnn"]["width"],
+            "train": exp["cnn"]["train"],
+            "device": cnn_device(name),
+        }
+    )
 
 
-CNN_MODEL_OWNER = owners({name: cnn_model_settings(name) for name in CNN},
-                         ("dataset", "l2", "width", "train", "device"))
+CNN_MODEL_OWNER = owners(
+    {name: cnn_model_settings(name) for name in CNN}, ("dataset", "l2", "width", "train", "device")
+)
 
 
 def cnn_params(*parts):
@@ -216,7 +228,9 @@ def cnn_train_info(wildcards):
 
 
 def fig2_cnn_inputs(wildcards):
-    files = [f"results/{name}/figure.{ext}" for name in CNN for ext in ("png", "pdf", "csv", "json")]
+    files = [
+        f"results/{name}/figure.{ext}" for name in CNN for ext in ("png", "pdf", "csv", "json")
+    ]
     files += ["results/summary.csv", "results/summary.md"]
     if config["paper_figure"]["linear"] and config["paper_figure"]["cnn"] in CNN:
         files += [f"results/figure2.{ext}" for ext in ("png", "pdf", "json", "md")]

@@ -7,20 +7,22 @@
 if not all(p.exists() for p in mnist_raw_files(config["mnist_root"])):
 
     rule mnist_download:
+        "Download the raw MNIST files through torchvision (defined only while missing)."
         output:
             [str(p) for p in mnist_raw_files(config["mnist_root"])],
         log:
             "logs/mnist_download/mnist.log",
         benchmark:
             "benchmarks/mnist_download/mnist.tsv"
+        localrule: True  # needs the network: runs on the submit host
         conda:
             "../../envs/torch.yaml"
-        localrule: True  # needs the network: runs on the submit host
         script:
             "../scripts/mnist_download.py"
 
 
 rule data:
+    "Build a dataset: MNIST (pixels / 255, validation images held out) or seeded random data."
     input:
         mnist=data_inputs,
     output:

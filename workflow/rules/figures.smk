@@ -3,6 +3,7 @@
 
 
 rule figure_point:
+    "Figure 2 panels for one test point, with the CSV behind them and their statistics."
     input:
         selection="results/{experiment}/select/test_{test}.csv",
         cg_info="results/{experiment}/influence_cg/test_{test}.json",
@@ -23,10 +24,10 @@ rule figure_point:
         json="results/{experiment}/test_{test}/figure.json",
     log:
         "logs/figure_point/{experiment}/test_{test}.log",
-    conda:
-        "../../envs/plot.yaml"
     wildcard_constraints:
         experiment=name_regex(LOGREG),
+    conda:
+        "../../envs/plot.yaml"
     params:
         top_k=lambda wc: EXPERIMENTS[wc.experiment]["top_k"],
     script:
@@ -34,6 +35,7 @@ rule figure_point:
 
 
 rule figure:
+    "One experiment's panels over all its test points, with the combined CSV and JSON."
     input:
         csv=test_files("results/{experiment}/test_{test}/figure.csv"),
         json=test_files("results/{experiment}/test_{test}/figure.json"),
@@ -51,10 +53,10 @@ rule figure:
         json="results/{experiment}/figure.json",
     log:
         "logs/figure/{experiment}.log",
-    conda:
-        "../../envs/plot.yaml"
     wildcard_constraints:
         experiment=name_regex(LOGREG),
+    conda:
+        "../../envs/plot.yaml"
     params:
         top_k=lambda wc: EXPERIMENTS[wc.experiment]["top_k"],
     script:
@@ -62,6 +64,7 @@ rule figure:
 
 
 rule summary:
+    "The summary table over experiments, test points and methods (CSV and Markdown)."
     input:
         summary_inputs,
     output:
@@ -90,6 +93,7 @@ localrules:
 
 
 rule paper_figure:
+    "Figure 2 in the paper's layout, with our Pearson R next to the paper's."
     input:
         unpack(paper_figure_inputs),
     output:

@@ -3,6 +3,7 @@
 
 
 rule influence_cg:
+    "Predicted test-loss change of removing each training point, for one test point (CG)."
     input:
         dataset=dataset_path,
         theta=theta_path,
@@ -13,20 +14,21 @@ rule influence_cg:
         "logs/influence_cg/{experiment}/test_{test}.log",
     benchmark:
         "benchmarks/influence_cg/{experiment}/test_{test}.tsv"
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(LOGREG),
-    params:
-        settings=lambda wc: exp_settings(wc, "model", "l2", "cg"),
+    conda:
+        "../../envs/torch.yaml"
     threads: 4
     resources:
         mem_mb=mem_mb,
+    params:
+        settings=lambda wc: exp_settings(wc, "model", "l2", "cg"),
     script:
         "../scripts/influence_cg.py"
 
 
 rule select:
+    "Pick the top_k training points by |CG prediction| for one test point."
     input:
         pred="results/{experiment}/influence_cg/test_{test}.pt",
         dataset=dataset_path,
@@ -34,10 +36,10 @@ rule select:
         selection="results/{experiment}/select/test_{test}.csv",
     log:
         "logs/select/{experiment}/test_{test}.log",
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(LOGREG),
+    conda:
+        "../../envs/torch.yaml"
     params:
         top_k=lambda wc: EXPERIMENTS[wc.experiment]["top_k"],
     script:
@@ -45,6 +47,7 @@ rule select:
 
 
 rule influence_lissa:
+    "LiSSA predictions for the selected training points of one test point."
     input:
         dataset=dataset_path,
         theta=theta_path,
@@ -56,16 +59,16 @@ rule influence_lissa:
         "logs/influence_lissa/{experiment}/test_{test}.log",
     benchmark:
         "benchmarks/influence_lissa/{experiment}/test_{test}.tsv"
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(LOGREG),
-    params:
-        settings=lambda wc: exp_settings(wc, "model", "l2", "lissa"),
+    conda:
+        "../../envs/torch.yaml"
     # One thread: each LiSSA step is a handful of tiny products, where extra OpenMP threads
     # only spin (measured: 4 ms/step with 1 thread, 107 ms/step with 2 on a busy 2-core host).
     threads: 1
     resources:
         mem_mb=mem_mb,
+    params:
+        settings=lambda wc: exp_settings(wc, "model", "l2", "lissa"),
     script:
         "../scripts/influence_lissa.py"

@@ -5,6 +5,7 @@
 
 
 rule loo_factor:
+    "Factor the LOO chord matrix (Cholesky) once per fitted model."
     input:
         dataset=dataset_path,
         theta="results/{experiment}/train/theta.pt",
@@ -14,20 +15,21 @@ rule loo_factor:
         "logs/loo_factor/{experiment}.log",
     benchmark:
         "benchmarks/loo_factor/{experiment}.tsv"
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(LOGREG),
-    params:
-        settings=lambda wc: exp_settings(wc, "model", "l2"),
+    conda:
+        "../../envs/torch.yaml"
     threads: 4
     resources:
         mem_mb=mem_mb,
+    params:
+        settings=lambda wc: exp_settings(wc, "model", "l2"),
     script:
         "../scripts/loo_factor.py"
 
 
 rule loo_shard:
+    "Certified leave-one-out retraining of one shard of the selected points."
     input:
         selections=test_files("results/{experiment}/select/test_{test}.csv"),
         dataset=dataset_path,
@@ -39,21 +41,22 @@ rule loo_shard:
         "logs/loo_shard/{experiment}/{scatteritem}.log",
     benchmark:
         "benchmarks/loo_shard/{experiment}/{scatteritem}.tsv"
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(LOGREG),
         scatteritem=r"\d+-of-\d+",
-    params:
-        settings=lambda wc: exp_settings(wc, "model", "l2", "loo", "test_indices"),
+    conda:
+        "../../envs/torch.yaml"
     threads: 4
     resources:
         mem_mb=mem_mb,
+    params:
+        settings=lambda wc: exp_settings(wc, "model", "l2", "loo", "test_indices"),
     script:
         "../scripts/loo_shard.py"
 
 
 rule loo_gather:
+    "Join the LOO shards into the actual test-loss changes (loo.csv)."
     input:
         shards=gather.loo("results/{{experiment}}/loo/shards/{scatteritem}.pt"),
     output:
@@ -61,9 +64,9 @@ rule loo_gather:
         info="results/{experiment}/loo/loo.json",
     log:
         "logs/loo_gather/{experiment}.log",
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(LOGREG),
+    conda:
+        "../../envs/torch.yaml"
     script:
         "../scripts/loo_gather.py"

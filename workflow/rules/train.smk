@@ -2,6 +2,7 @@
 
 
 rule train:
+    "Fit the linear model to a certified optimum (max |gradient| <= fit.tol)."
     input:
         dataset=dataset_path,
     output:
@@ -11,14 +12,14 @@ rule train:
         "logs/train/{experiment}.log",
     benchmark:
         "benchmarks/train/{experiment}.tsv"
-    conda:
-        "../../envs/torch.yaml"
     wildcard_constraints:
         experiment=name_regex(LOGREG),
-    params:
-        settings=lambda wc: exp_settings(wc, "model", "l2", "fit"),
+    conda:
+        "../../envs/torch.yaml"
     threads: 4
     resources:
         mem_mb=mem_mb,
+    params:
+        settings=lambda wc: exp_settings(wc, "model", "l2", "fit"),
     script:
         "../scripts/train.py"
