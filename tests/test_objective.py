@@ -64,7 +64,7 @@ def test_float32_hessian_is_close(logistic_problem):
 def test_hessian_of_sparse_inputs_uses_row_groups_and_is_exact():
     """Zero columns skipped and rows grouped by support (the MNIST path) give the same matrix
     as the Hessian-vector product, column by column; float32 products stay within 1e-6."""
-    from infcore.objective import _row_groups
+    from infcore.logistic import _row_groups
     from problems import make_sparse_logistic
 
     obj = make_sparse_logistic()

@@ -1,4 +1,5 @@
-"""Certified leave-one-out retraining of convex models, batched over removed points.
+"""Certified leave-one-out retraining, batched over removed points, for any objective of the
+interface (:class:`infcore.objective.Objective`).
 
 For a removed point i the LOO objective is
 
@@ -8,10 +9,12 @@ For a removed point i the LOO objective is
 with ``D`` the mean data gradient over all n points and ``d_i`` point i's data gradient.
 Starting from theta_hat, every removed point takes chord-Newton steps
 ``theta <- theta - M_i^{-1} grad F_-i(theta)`` with one matrix factored once:
-``M = (n/(n-1)) H_data(theta_hat) + l2 I`` (Cholesky), and ``M_i = M - H_i(theta) / (n-1)``
-the removed point's own curvature (rank <= k): exact by Woodbury when that matters (n small
-relative to the dimension), otherwise one Neumann correction (an extra solve with M, no pass
-over the data; it converges because ``H_data >= H_i / n``).
+``M = (n/(n-1)) C(theta_hat) + diag(r) + U U^T`` (Cholesky; C the objective's curvature matrix,
+the exact data Hessian for logistic regression, r the L2 diagonal, U the exact null directions
+of H, along which every gradient vanishes), and ``M_i = M - H_i(theta) / (n-1)``
+the removed point's own curvature: exact by Woodbury when the objective gives it as a low-rank
+factor and that matters (n small relative to the dimension), otherwise one Neumann correction
+(an extra solve with M, no pass over the data; it converges because ``H_data >= H_i / n``).
 
 The removed points advance together: a pass over the data evaluates the gradients of all
 active points with two matrix products, and all steps share one solve. A pass that only
@@ -31,8 +34,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .objective import LogisticObjective, class_major_index
-
 
 @dataclass
 class LooResult:
@@ -46,6 +47,10 @@ class LooResult:
         converged: (m,) certificate below tol.
         seconds: wall time, and ``setup_seconds`` for the Hessian and its factor.
         passes64, passes32: (m,) passes over the data per point in float64 / float32.
+        distance: (m,) ``||theta_-i - theta_hat||``; first_step: (m,) the norm of the first
+            chord step from theta_hat (the influence function's displacement when M is the
+            exact Hessian); their ratio near 1 says the optimum is the one the influence
+            function describes, in theta_hat's basin.
     """
 
     indices: torch.Tensor
@@ -57,6 +62,8 @@ class LooResult:
     setup_seconds: float
     passes64: torch.Tensor | None = None
     passes32: torch.Tensor | None = None
+    distance: torch.Tensor | None = None
+    first_step: torch.Tensor | None = None
 
     def summary(self) -> dict:
         m = int(self.indices.numel())
@@ -70,39 +77,45 @@ class LooResult:
         return out
 
 
-def _coupled_dims(obj: LogisticObjective) -> torch.Tensor | None:
-    """Parameter indices whose input column is non-zero somewhere (None: all of them). The
-    other rows and columns of M are ``l2`` on the diagonal and zero elsewhere (MNIST: 69
-    border pixels, 690 of 7840 parameters), so M is factored and inverted without them."""
-    cols = obj.used_columns()
-    if cols.numel() == obj.d:
-        return None
-    return class_major_index(cols, obj.d, obj.n_classes)
-
-
-def chord_factor(obj: LogisticObjective, theta_hat: torch.Tensor,
+def chord_factor(obj, theta_hat: torch.Tensor,
                  hessian_dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
-    """Lower Cholesky factor of ``M = (n/(n-1)) H_data(theta_hat) + l2 I``, the chord matrix
-    shared by every removed point, in ``hessian_dtype`` (float32 unless that is not positive
+    """Lower Cholesky factor of ``M = (n/(n-1)) C(theta_hat) + diag(r) + U U^T``, the chord
+    matrix shared by every removed point (C: ``obj.curvature``, r: ``obj.reg_diagonal()``, U:
+    ``obj.null_space()``), products in ``hessian_dtype`` (float32 unless that is not positive
     definite, e.g. a tiny l2; then float64). Compute it once and pass it as
-    ``LooSolver(factor=...)`` to shards that would otherwise each form the Hessian."""
-    from .objective import _logistic_data_hessian
-
-    n, l2 = obj.n, obj.l2
-    Hc, cols = _logistic_data_hessian(obj.X, obj.probs(theta_hat), dtype=hessian_dtype, reduced=True)
-    Hc.mul_(n / (n - 1)).diagonal().add_(l2)
+    ``LooSolver(factor=...)`` to shards that would otherwise each form the curvature. Where
+    the curvature covers only the parameters ``keep`` (logistic regression: inputs that are
+    non-zero somewhere), M is ``r`` on the diagonal of the others, and zero off it."""
+    n = obj.n
+    reg = obj.reg_diagonal()
+    Hc, keep = obj.curvature(theta_hat, dtype=hessian_dtype)
+    rk = reg if keep is None else reg[keep]
+    Hc.mul_(n / (n - 1)).diagonal().add_(rk.to(Hc.dtype) if not _uniform(rk) else float(rk[0]))
+    U = obj.null_space()
+    if U is not None:
+        Uk = U if keep is None else U[keep]
+        Hc += (Uk @ Uk.T).to(Hc.dtype)
     Lc, info = torch.linalg.cholesky_ex(Hc)
     if int(info) != 0 and Hc.dtype != torch.float64:  # float32 round-off broke definiteness
         Lc, info = torch.linalg.cholesky_ex(Hc.to(torch.float64))
     if int(info) != 0:
-        raise ValueError("LOO chord matrix is not positive definite; is l2 > 0?")
-    if cols.numel() == obj.d:
+        raise ValueError("LOO chord matrix is not positive definite; is l2 > 0, and is the fit a "
+                         "minimum (train.json: the certificate's smallest eigenvalue)?")
+    if keep is None:
         return Lc
-    keep = _coupled_dims(obj)
     L = torch.zeros(obj.dim, obj.dim, dtype=Lc.dtype, device=Lc.device)
-    L.diagonal().fill_(l2 ** 0.5)
+    if _uniform(reg):
+        L.diagonal().fill_(float(reg[0]) ** 0.5)
+    else:
+        L.diagonal().copy_(reg.to(torch.float64).sqrt().to(Lc.dtype))
     L[keep[:, None], keep[None, :]] = Lc
     return L
+
+
+def _uniform(r: torch.Tensor) -> bool:
+    """All entries equal (logistic regression: l2 everywhere), so that it is added as a scalar,
+    bit for bit as before the interface existed."""
+    return bool(r.numel()) and bool((r == r[0]).all())
 
 
 @dataclass
@@ -136,23 +149,22 @@ class LooSolver:
     """Holds the factored chord matrix so several batches of points can reuse it.
 
     Args:
-        obj: a ``LogisticObjective`` (n points).
+        obj: an objective of the interface (n points).
         theta_hat: the full-data optimum.
         hessian_dtype: dtype of the products that form the Hessian (float32 is enough).
         woodbury: the removed point's own curvature exactly (Woodbury, k solves per point
-            once) instead of one Neumann correction per step; "auto" when n < 4 * dim.
+            once) instead of one Neumann correction per step; "auto" when the objective gives
+            a low-rank factor of it (``point_curvature_rank``) and n < 4 * dim.
         precision: "float64" (every pass in float64), "mixed" (passes that only steer a
             step in float32, see the module docstring) or "auto" (mixed when X is float64
             and n * dim >= 2**22, where passes dominate).
         factor: a precomputed ``chord_factor(obj, theta_hat)``.
     """
 
-    def __init__(self, obj: LogisticObjective, theta_hat: torch.Tensor,
+    def __init__(self, obj, theta_hat: torch.Tensor,
                  hessian_dtype: torch.dtype | None = torch.float32, woodbury: bool | str = "auto",
                  log: Callable[[str], None] | None = None, factor: torch.Tensor | None = None,
                  precision: str = "auto"):
-        if not isinstance(obj, LogisticObjective):
-            raise TypeError(f"LOO retraining supports LogisticObjective, got {type(obj).__name__}")
         if obj.n < 2:
             raise ValueError("need at least 2 training points for leave-one-out")
         if precision not in ("auto", "float64", "mixed"):
@@ -164,9 +176,10 @@ class LooSolver:
             raise ValueError(f"factor has shape {tuple(self.L.shape)}, expected ({obj.dim}, {obj.dim})")
         if not self.L.is_floating_point():
             raise TypeError(f"factor must be a floating-point tensor, got {self.L.dtype}")
-        self.woodbury = (obj.n < 4 * obj.dim) if woodbury == "auto" else bool(woodbury)
+        rank = getattr(obj, "point_curvature_rank", None)
+        self.woodbury = (rank is not None and obj.n < 4 * obj.dim) if woodbury == "auto" else bool(woodbury)
         if precision == "auto":
-            precision = "mixed" if (obj.X.dtype == torch.float64 and obj.n * obj.dim >= 2**22) else "float64"
+            precision = "mixed" if (self.theta_hat_dtype(theta_hat) and obj.n * obj.dim >= 2**22) else "float64"
         self.mixed = precision == "mixed"
         self.D_hat = obj.data_grad(theta_hat, obj.X, obj.y)
         self.newton_after, self.newton_max_dim = 4, 1024
@@ -175,63 +188,31 @@ class LooSolver:
         # contraction) is below tol * certify_margin
         self.certify_margin, self.rho0, self.rho_max = 1.0, 1e-2, 0.1
         self._Minv = self._keep = None
-        self._X32 = self._P32 = self._cols = None
         self.setup_seconds = time.perf_counter() - t0
         if log:
             what = "given chord factor" if factor is not None else f"Hessian {obj.dim}x{obj.dim} and Cholesky"
             log(f"LOO setup: {what} in {self.setup_seconds:.1f} s "
                 f"(woodbury={self.woodbury}, precision={precision})")
 
+    @staticmethod
+    def theta_hat_dtype(theta_hat: torch.Tensor) -> bool:
+        return theta_hat.dtype == torch.float64
+
     # -- passes over the data --------------------------------------------------------------
-    def _data_grads(self, thetas: torch.Tensor) -> torch.Tensor:
-        """Mean data gradient over all n points at each row of thetas, float64: (m, dim)."""
-        obj = self.obj
-        m, k, d = thetas.shape[0], obj.n_classes, obj.d
-        W = thetas.reshape(m * k, d)
-        logits = (obj.X @ W.T).view(obj.n, m, k)
-        P = torch.softmax(logits, dim=2)
-        P -= obj._Y[:, None, :]
-        return (P.view(obj.n, m * k).T @ obj.X).reshape(m, k * d) / obj.n
-
-    def _data_grads_mixed(self, thetas: torch.Tensor) -> torch.Tensor:
-        """Same as ``_data_grads``, as ``D_hat + (D(theta) - D(theta_hat))`` with the difference
-        in float32: ``p(theta) - p_hat = p_hat (e - s) / (1 + s)``, ``e = expm1(X dW^T)``,
-        ``s = p_hat . e`` (no cancellation)."""
-        obj = self.obj
-        if self._X32 is None:  # input columns that are zero everywhere contribute nothing
-            self._cols = obj.used_columns()
-            self._X32 = obj.X[:, self._cols].to(torch.float32)
-            self._P32 = obj.probs(self.theta_hat).to(torch.float32)
-        m, k, c = thetas.shape[0], obj.n_classes, self._cols.numel()
-        dW = obj.weight(thetas - self.theta_hat)[:, :, self._cols].to(torch.float32).reshape(m * k, c)
-        E = torch.expm1((self._X32 @ dW.T).view(obj.n, m, k))
-        S = torch.einsum("nmk,nk->nm", E, self._P32)[:, :, None]
-        E.sub_(S).mul_(self._P32[:, None, :]).div_(S.add_(1.0))
-        dD = torch.zeros(m, k, obj.d, dtype=thetas.dtype, device=thetas.device)
-        dD[:, :, self._cols] = (E.view(obj.n, m * k).T @ self._X32).view(m, k, c).to(thetas.dtype)
-        return self.D_hat + dD.view(m, k * obj.d) / obj.n
-
-    def _point_grads(self, thetas: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        obj = self.obj
-        X, Y = obj.X[idx], obj._Y[idx]
-        logits = torch.einsum("md,mkd->mk", X, obj.weight(thetas))
-        R = torch.softmax(logits, 1) - Y
-        return (R[:, :, None] * X[:, None, :]).reshape(len(idx), obj.dim)
-
     def _loo_grads(self, T: torch.Tensor, idx: torch.Tensor, mixed: torch.Tensor | None = None) -> torch.Tensor:
         """``grad F_-i`` at the rows of T; rows flagged in ``mixed`` by a float32 pass."""
         n = self.obj.n
         D = torch.empty_like(T)
         exact = torch.ones(T.shape[0], dtype=torch.bool) if mixed is None else ~mixed
         if exact.any():
-            D[exact] = self._data_grads(T[exact])
+            D[exact] = self.obj.data_grads(T[exact])
         if mixed is not None and mixed.any():
-            Dm = self._data_grads_mixed(T[mixed])
+            Dm = self.obj.steering_data_grads(T[mixed], self.theta_hat, self.D_hat)
             bad = ~torch.isfinite(Dm).all(1)  # float32 overflow far from theta_hat
             if bad.any():
-                Dm[bad] = self._data_grads(T[mixed][bad])
+                Dm[bad] = self.obj.data_grads(T[mixed][bad])
             D[mixed] = Dm
-        return (n * D - self._point_grads(T, idx)) / (n - 1) + self.obj.l2 * T
+        return (n * D - self.obj.point_grads(T, idx)) / (n - 1) + self.obj.reg_grad(T)
 
     # -- solves ----------------------------------------------------------------------------
     def _msolve(self, G: torch.Tensor) -> torch.Tensor:
@@ -245,15 +226,6 @@ class LooSolver:
             return out
         return torch.cholesky_solve(G.T.to(self.L.dtype), self.L).T.to(G.dtype)
 
-    def _point_hvp(self, T: torch.Tensor, idx: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """Rows of ``H_i(theta) v``, the removed point's own data Hessian (rank <= k)."""
-        obj = self.obj
-        X = obj.X[idx]
-        p = torch.softmax(torch.einsum("md,mkd->mk", X, obj.weight(T)), 1)
-        z = torch.einsum("md,mkd->mk", X, obj.weight(V))
-        a = p * z - p * (p * z).sum(1, keepdim=True)
-        return (a[:, :, None] * X[:, None, :]).reshape(len(idx), obj.dim)
-
     def _step(self, G, T, idx, U, Z, S):
         """Rows of ``M_i^{-1} g``, ``M_i = M - H_i / (n-1)``: Woodbury with U (m, dim, k),
         Z = M^{-1} U, S = (n-1) I - U^T Z; otherwise Neumann ``s <- M^{-1}(g + H_i s / (n-1))``."""
@@ -262,7 +234,7 @@ class LooSolver:
             c = torch.linalg.solve(S, torch.einsum("mpk,mp->mk", U, Y))
             return Y + torch.einsum("mpk,mk->mp", Z, c)
         for _ in range(self.neumann_iters):
-            Y = self._msolve(G + self._point_hvp(T, idx, Y) / (self.obj.n - 1))
+            Y = self._msolve(G + self.obj.point_hvp(T, idx, Y) / (self.obj.n - 1))
         return Y
 
     def _newton_steps(self, T: torch.Tensor, idx: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
@@ -272,11 +244,13 @@ class LooSolver:
         obj, n = self.obj, self.obj.n
         out = torch.empty_like(G)
         for j in range(T.shape[0]):
-            H = obj.hessian(T[j])
-            H.diagonal().sub_(obj.l2)
-            U = obj.example_hessian_factor(T[j], idx[j:j + 1])[0]
-            H = (n * H - U @ U.T) / (n - 1)
-            H.diagonal().add_(obj.l2)
+            H = obj.data_hessian(T[j])
+            H = (n * H - obj.point_hessian(T[j], int(idx[j]))) / (n - 1)
+            reg = obj.reg_diagonal()
+            if _uniform(reg):
+                H.diagonal().add_(float(reg[0]))
+            else:
+                H.diagonal().add_(reg)
             out[j] = torch.linalg.solve(H, G[j])
         return out
 
@@ -294,13 +268,13 @@ class LooSolver:
         a batch is still active, the rest wait for later stragglers so that passes over the
         data stay full."""
         t0 = time.perf_counter()
-        obj, n, l2 = self.obj, self.obj.n, self.obj.l2
+        obj, n = self.obj, self.obj.n
         idx_all = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         if idx_all.numel() and (int(idx_all.min()) < 0 or int(idx_all.max()) >= n):
             raise IndexError(f"removed indices must lie in [0, {n}), got [{int(idx_all.min())}, {int(idx_all.max())}]")
         m_all = idx_all.numel()
         if chunk is None:  # bound the (n, chunk, k) probability block to ~512 MB
-            chunk = max(1, min(256, (512 * 2**20) // (3 * 8 * n * obj.n_classes)))
+            chunk = max(1, min(256, (512 * 2**20) // (3 * 8 * n * getattr(obj, "n_classes", 10))))
         if self._Minv is None and self._use_inverse(m_all):
             self._invert()
         thetas = self.theta_hat[None, :].repeat(m_all, 1)
@@ -317,7 +291,7 @@ class LooSolver:
                 idx = idx_all[pos]
                 T = thetas[pos]
                 # the gradient at theta_hat needs no pass over the data, and is exact
-                G = (n * self.D_hat[None, :] - self._point_grads(T, idx)) / (n - 1) + l2 * T
+                G = (n * self.D_hat[None, :] - obj.point_grads(T, idx)) / (n - 1) + obj.reg_grad(T)
                 gm = G.abs().amax(1)
                 gmax[pos] = gm
                 go = gm > tol
@@ -385,8 +359,14 @@ class LooSolver:
         finished = (exact & (gm <= tol)) | (st >= max_steps)
         return b.select(~finished), b.select(finished)
 
+    def _coupled_dims(self) -> torch.Tensor | None:
+        """Parameters the curvature couples (None: all); M is diagonal on the others
+        (logistic regression on MNIST: 69 border pixels, 690 of 7840 parameters), so M is
+        inverted without them."""
+        return self.obj.curvature_support()
+
     def _invert(self) -> None:
-        keep = _coupled_dims(self.obj)
+        keep = self._coupled_dims()
         self._keep = keep
         self._Minv = torch.cholesky_inverse(self.L if keep is None else self.L[keep][:, keep])
         if keep is not None:  # M is diagonal (L_jj^2) on the other dims
@@ -405,7 +385,7 @@ class LooSolver:
         return U, Z, S
 
 
-def loo_retrain(obj: LogisticObjective, theta_hat: torch.Tensor, indices, tol: float = 1e-10,
+def loo_retrain(obj, theta_hat: torch.Tensor, indices, tol: float = 1e-10,
                 max_steps: int = 30, chunk: int | None = None,
                 progress: Callable[[int, int, str], None] | None = None,
                 hessian_dtype: torch.dtype | None = torch.float32, woodbury: bool | str = "auto",
