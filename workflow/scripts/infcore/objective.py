@@ -11,7 +11,7 @@ diag(r) theta`` whose gradient ``g_i`` enters the influence formula (docs/design
 mean data gradient at a stack of parameter vectors and point gradients and curvature (LOO),
 and a curvature matrix to factor (the exact Hessian where that is cheap, Gauss-Newton where
 it is not). Implementations: :class:`infcore.logistic.LogisticObjective` (closed forms),
-:class:`infcore.cnn.objective.CNNObjective` (the CNN of Figure 2, autograd) and
+:class:`infcore.cnn.certified.CNNObjective` (the CNN of Figure 2, autograd) and
 :class:`ModuleObjective` (any ``nn.Module``: gradients, HVPs, influence; no LOO).
 Parameters are one flat vector.
 """
