@@ -17,6 +17,7 @@ from infcore.config import (  # noqa: E402
     ConfigError,
     canonical,
     check_config,
+    is_certified,
     normalize,
     owners,
 )
@@ -49,8 +50,11 @@ EXPERIMENTS = {name: normalize(exp) for name, exp in config["experiments"].items
 DATA_OWNER = owners(EXPERIMENTS, DATA_FIELDS)
 MODEL_OWNER = owners(EXPERIMENTS, MODEL_FIELDS)
 # Experiments the linear rules handle, and the CNN experiments (workflow/rules/cnn.smk).
-LOGREG = [name for name, exp in EXPERIMENTS.items() if exp["model"] == "logreg"]
-CNN = [name for name, exp in EXPERIMENTS.items() if exp["model"] == "cnn"]
+# PIPELINE: the linear models and the certified CNN (cnn.protocol: certified), which run
+# through the same rules (data -> train -> influence_cg -> select -> influence_lissa ->
+# loo_factor -> loo_shard -> loo_gather -> figures); CNN: the paper-protocol CNN experiments.
+PIPELINE = [name for name, exp in EXPERIMENTS.items() if is_certified(exp)]
+CNN = [name for name, exp in EXPERIMENTS.items() if not is_certified(exp)]
 # Extra targets of `rule all`; other rule files (e.g. cnn.smk) may append to this list.
 EXTRA_TARGETS = []
 
@@ -68,7 +72,7 @@ wildcard_constraints:
 def exp_settings(wildcards, *fields):
     """Canonical sub-settings of the wildcard's experiment (rule params)."""
     exp = EXPERIMENTS[wildcards.experiment]
-    return canonical({f: exp[f] for f in fields})
+    return canonical({f: exp.get(f) for f in fields})
 
 
 def dataset_path(wildcards, name="dataset.pt"):
@@ -129,7 +133,7 @@ def cnn_included(name):
 
 def figure_experiments():
     """Experiments whose results/{name}/figure.json the summary table reads."""
-    return LOGREG + [name for name in CNN if cnn_included(name)]
+    return PIPELINE + [name for name in CNN if cnn_included(name)]
 
 
 _cnn = config["paper_figure"]["cnn"]
@@ -150,6 +154,12 @@ def paper_figure_inputs(wildcards):
     pf = config["paper_figure"]
     lin, cnn = pf["linear"], pf["cnn"]
     files = {"linear_csv": f"results/{lin}/figure.csv", "linear_json": f"results/{lin}/figure.json"}
+    cert = pf.get("certified")
+    if cert and cert in PIPELINE:
+        files.update(
+            certified_csv=f"results/{cert}/figure.csv",
+            certified_json=f"results/{cert}/figure.json",
+        )
     if cnn and cnn_included(cnn):
         files.update(cnn_csv=f"results/{cnn}/figure.csv", cnn_json=f"results/{cnn}/figure.json")
     return files
@@ -166,9 +176,9 @@ def first_test(name):
 def all_targets():
     """Targets of the default target: every linear experiment; the CNN ones when run_cnn."""
     targets = ["results/summary.csv", "results/summary.md"]
-    for name in LOGREG + (CNN if config["run_cnn"] else []):
+    for name in PIPELINE + (CNN if config["run_cnn"] else []):
         targets += [f"results/{name}/figure.{ext}" for ext in ("png", "pdf", "csv", "json")]
-    for name in LOGREG:
+    for name in PIPELINE:
         targets += [
             f"results/{name}/test_{t}/figure.png" for t in EXPERIMENTS[name]["test_indices"]
         ]

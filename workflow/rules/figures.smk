@@ -25,11 +25,12 @@ rule figure_point:
     log:
         "logs/figure_point/{experiment}/test_{test}.log",
     wildcard_constraints:
-        experiment=name_regex(LOGREG),
+        experiment=name_regex(PIPELINE),
     conda:
         "../../envs/plot.yaml"
     params:
         top_k=lambda wc: EXPERIMENTS[wc.experiment]["top_k"],
+        model=lambda wc: EXPERIMENTS[wc.experiment]["model"],
     script:
         "../scripts/figure_point.py"
 
@@ -54,7 +55,7 @@ rule figure:
     log:
         "logs/figure/{experiment}.log",
     wildcard_constraints:
-        experiment=name_regex(LOGREG),
+        experiment=name_regex(PIPELINE),
     conda:
         "../../envs/plot.yaml"
     params:
@@ -113,5 +114,6 @@ rule paper_figure:
     params:
         linear_test=first_test(config["paper_figure"]["linear"]),
         cnn_test=first_test(config["paper_figure"]["cnn"]),
+        certified_test=first_test(config["paper_figure"].get("certified")),
     script:
         "../scripts/paper_figure.py"

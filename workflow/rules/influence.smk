@@ -15,14 +15,14 @@ rule influence_cg:
     benchmark:
         "benchmarks/influence_cg/{experiment}/test_{test}.tsv"
     wildcard_constraints:
-        experiment=name_regex(LOGREG),
+        experiment=name_regex(PIPELINE),
     conda:
         "../../envs/torch.yaml"
     threads: 4
     resources:
         mem_mb=mem_mb,
     params:
-        settings=lambda wc: exp_settings(wc, "model", "l2", "cg"),
+        settings=lambda wc: exp_settings(wc, "model", "cnn", "l2", "cg"),
     script:
         "../scripts/influence_cg.py"
 
@@ -37,7 +37,7 @@ rule select:
     log:
         "logs/select/{experiment}/test_{test}.log",
     wildcard_constraints:
-        experiment=name_regex(LOGREG),
+        experiment=name_regex(PIPELINE),
     conda:
         "../../envs/torch.yaml"
     params:
@@ -60,7 +60,7 @@ rule influence_lissa:
     benchmark:
         "benchmarks/influence_lissa/{experiment}/test_{test}.tsv"
     wildcard_constraints:
-        experiment=name_regex(LOGREG),
+        experiment=name_regex(PIPELINE),
     conda:
         "../../envs/torch.yaml"
     # One thread: each LiSSA step is a handful of tiny products, where extra OpenMP threads
@@ -69,6 +69,6 @@ rule influence_lissa:
     resources:
         mem_mb=mem_mb,
     params:
-        settings=lambda wc: exp_settings(wc, "model", "l2", "lissa"),
+        settings=lambda wc: exp_settings(wc, "model", "cnn", "l2", "lissa"),
     script:
         "../scripts/influence_lissa.py"

@@ -16,14 +16,14 @@ rule loo_factor:
     benchmark:
         "benchmarks/loo_factor/{experiment}.tsv"
     wildcard_constraints:
-        experiment=name_regex(LOGREG),
+        experiment=name_regex(PIPELINE),
     conda:
         "../../envs/torch.yaml"
     threads: 4
     resources:
         mem_mb=mem_mb,
     params:
-        settings=lambda wc: exp_settings(wc, "model", "l2"),
+        settings=lambda wc: exp_settings(wc, "model", "cnn", "l2"),
     script:
         "../scripts/loo_factor.py"
 
@@ -42,7 +42,7 @@ rule loo_shard:
     benchmark:
         "benchmarks/loo_shard/{experiment}/{scatteritem}.tsv"
     wildcard_constraints:
-        experiment=name_regex(LOGREG),
+        experiment=name_regex(PIPELINE),
         scatteritem=r"\d+-of-\d+",
     conda:
         "../../envs/torch.yaml"
@@ -50,7 +50,7 @@ rule loo_shard:
     resources:
         mem_mb=mem_mb,
     params:
-        settings=lambda wc: exp_settings(wc, "model", "l2", "loo", "test_indices"),
+        settings=lambda wc: exp_settings(wc, "model", "cnn", "l2", "loo", "test_indices"),
     script:
         "../scripts/loo_shard.py"
 
@@ -65,7 +65,7 @@ rule loo_gather:
     log:
         "logs/loo_gather/{experiment}.log",
     wildcard_constraints:
-        experiment=name_regex(LOGREG),
+        experiment=name_regex(PIPELINE),
     conda:
         "../../envs/torch.yaml"
     script:

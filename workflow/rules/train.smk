@@ -13,13 +13,13 @@ rule train:
     benchmark:
         "benchmarks/train/{experiment}.tsv"
     wildcard_constraints:
-        experiment=name_regex(LOGREG),
+        experiment=name_regex(PIPELINE),
     conda:
         "../../envs/torch.yaml"
     threads: 4
     resources:
         mem_mb=mem_mb,
     params:
-        settings=lambda wc: exp_settings(wc, "model", "l2", "fit"),
+        settings=lambda wc: exp_settings(wc, "model", "cnn", "l2", "fit"),
     script:
         "../scripts/train.py"

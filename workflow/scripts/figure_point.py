@@ -2,7 +2,7 @@
 
 import wfio
 from infcore.plotting import influence_figure, panel_groups, point_title
-from infcore.tables import figure_rows, panel_stats
+from infcore.tables import figure_rows, panel_stats, panel_titles
 
 log = wfio.setup(snakemake)
 exp, t = snakemake.wildcards.experiment, int(snakemake.wildcards.test)
@@ -10,7 +10,8 @@ cg = wfio.load_json(snakemake.input.cg_info)
 lissa = wfio.load_json(snakemake.input.lissa_info)
 loo = wfio.load_json(snakemake.input.loo_info)
 lissa_pred = {int(r["train_index"]): float(r["predicted"]) for r in wfio.load_csv(snakemake.input.lissa)}
-rows = figure_rows(exp, t, wfio.load_csv(snakemake.input.selection), lissa_pred, wfio.load_csv(snakemake.input.loo))
+rows = figure_rows(exp, t, wfio.load_csv(snakemake.input.selection), lissa_pred, wfio.load_csv(snakemake.input.loo),
+                   panels=panel_titles(snakemake.params.model))
 tp = {k: cg[k] for k in ("test_index", "label", "predicted_label", "correct", "p_label", "test_loss")}
 seconds = {"cg": cg["seconds"], "lissa": lissa["seconds"]}
 panels = [{**s, "seconds": seconds[s["method"]], **tp} for s in panel_stats(rows)]

@@ -17,7 +17,7 @@ import numpy as np
 # Settings that decide a dataset / a fitted model. Experiments whose settings agree on these
 # share the files of the first such experiment in config order (see ``owners``).
 DATA_FIELDS = ("dataset",)
-MODEL_FIELDS = ("dataset", "model", "l2", "fit")
+MODEL_FIELDS = ("dataset", "model", "cnn", "l2", "fit")
 
 
 class ConfigError(ValueError):
@@ -37,6 +37,8 @@ DATASET_KEYS = {
     "mnist": ("kind", "validation_size", "max_train", "max_test"),
     # model: cnn reads the paper's random subset of the training images instead
     "mnist_cnn": ("kind", "validation_size", "fraction", "subset_seed"),
+    # the certified CNN (cnn.protocol: certified) may keep only the first max_train of them
+    "mnist_cnn_certified": ("kind", "validation_size", "fraction", "subset_seed", "max_train"),
     "random": ("kind", "n_features", "n_classes", "n_train", "n_test", "seed", "input_std",
                "teacher_scale", "labels", "label_noise"),
 }
@@ -48,12 +50,22 @@ def normalize(exp: dict) -> dict:
     exp = canonical(exp)
     ds = exp["dataset"]
     cnn = exp.get("model") == "cnn"
-    kind = "mnist_cnn" if cnn and ds["kind"] == "mnist" else ds["kind"]
+    certified = cnn and is_certified(exp)
+    kind = ("mnist_cnn_certified" if certified else "mnist_cnn") if cnn and ds["kind"] == "mnist" else ds["kind"]
     exp["dataset"] = {k: ds.get(k) for k in DATASET_KEYS[kind]}
-    # the schema fills every model's sections with defaults: keep this model's only
-    for section in (("fit", "cg", "lissa", "loo") if cnn else ("cnn",)):
+    # the schema fills every model's sections with defaults: keep this model's only (the
+    # certified CNN runs through the linear models' rules: it keeps their sections too)
+    for section in (() if certified else ("fit", "cg", "lissa", "loo") if cnn else ("cnn",)):
         exp.pop(section, None)
     return canonical(exp)
+
+
+def is_certified(exp: dict) -> bool:
+    """Whether an experiment runs through the pipeline's rules (data -> train -> influence_cg
+    -> select -> influence_lissa -> loo_factor -> loo_shard -> loo_gather -> figures): every
+    linear model, and the CNN with ``cnn.protocol: certified`` (a certified local minimum);
+    the CNN's paper protocol (SGD, continued training) has its own rules (cnn.smk)."""
+    return exp.get("model", "logreg") != "cnn" or (exp.get("cnn") or {}).get("protocol") == "certified"
 
 
 def settings_of(exp: dict, fields: Sequence[str]) -> dict:
@@ -89,7 +101,10 @@ def dataset_shape(ds: dict, mnist_counts: tuple[int, int] | None = None,
     n_all, n_test = mnist_counts or (60000, 10000)
     n_train = n_all - int(ds.get("validation_size", 5000))
     if model == "cnn":
-        return int(n_train * float(ds.get("fraction", 1.0))), n_test
+        n_train = int(n_train * float(ds.get("fraction", 1.0)))
+        if ds.get("max_train") is not None:
+            n_train = min(n_train, int(ds["max_train"]))
+        return n_train, n_test
     if ds.get("max_train") is not None:
         n_train = min(n_train, int(ds["max_train"]))
     if ds.get("max_test") is not None:
@@ -145,6 +160,14 @@ def check_config(config: dict, mnist_counts: tuple[int, int] | None = None) -> N
         if int(lissa.get("batch_size", 1)) > n_train:
             errors.append(f"{key}.lissa.batch_size = {lissa['batch_size']} exceeds n_train = {n_train}")
     pf = config.get("paper_figure") or {}
+    cert = pf.get("certified")
+    if cert is not None:
+        if cert not in experiments:
+            errors.append(f"paper_figure.certified = {cert!r} is not an experiment "
+                          f"(experiments: {', '.join(experiments) or 'none'})")
+        elif not (experiments[cert].get("model") == "cnn" and is_certified(experiments[cert])):
+            errors.append(f"paper_figure.certified = {cert!r} is not a model: cnn experiment with "
+                          "cnn.protocol: certified")
     for role in ("linear", "cnn"):
         target = pf.get(role)
         if role == "linear" and target is not None and target not in experiments:
@@ -163,9 +186,10 @@ def _check_cnn(key: str, exp: dict, ds: dict) -> list[str]:
     errors = []
     if ds["kind"] != "mnist":
         return [f"{key}.dataset.kind = {ds['kind']!r}: model: cnn needs kind: mnist (28x28 images)"]
-    for k in ("max_train", "max_test"):
+    for k in ("max_test",) if is_certified(exp) else ("max_train", "max_test"):
         if ds.get(k) is not None:
-            errors.append(f"{key}.dataset.{k} applies to linear models only (model: cnn: use fraction)")
+            errors.append(f"{key}.dataset.{k} applies to linear models only (model: cnn: use fraction"
+                          + (")" if k == "max_test" else "; max_train needs cnn.protocol: certified)"))
     c = exp.get("cnn") or {}
     tr = c.get("train") or {}
     steps, factors = tr.get("decay_steps", [110000, 220000]), tr.get("decay_factors", [0.1, 0.01])

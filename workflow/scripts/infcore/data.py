@@ -182,10 +182,15 @@ def load_mnist(
     validation_size: int = 5000,
     max_train: int | None = None,
     max_test: int | None = None,
+    fraction: float | None = None,
+    subset_seed: int = 0,
 ) -> Dataset:
     """MNIST as in the paper: pixels/255, flattened, float64; training images after the first
-    ``validation_size`` (55000 by default); all test images. ``max_train`` / ``max_test``
-    keep only the first that many points (None: all)."""
+    ``validation_size`` (55000 by default); all test images. ``fraction``: keep the CNN
+    experiments' random share of those training images, drawn as the original code draws it
+    (:func:`small_mnist_indices`, numpy seed ``subset_seed``; 0.1 -> the paper's 5,500), in
+    that order. ``max_train`` / ``max_test`` then keep only the first that many points (None:
+    all)."""
     import torch
     from torchvision.datasets import MNIST
 
@@ -199,7 +204,10 @@ def load_mnist(
     def prep(images):
         return images.reshape(images.shape[0], -1).to(torch.float64) / 255.0
 
-    X_train, y_train = prep(train.data[validation_size:]), train.targets[validation_size:].long()
+    src = torch.arange(validation_size, n_all)
+    if fraction is not None:
+        src = small_mnist_indices(n_all - validation_size, fraction, subset_seed) + validation_size
+    X_train, y_train = prep(train.data[src]), train.targets[src].long()
     X_test, y_test = prep(test.data), test.targets.long()
     if max_train is not None:
         X_train, y_train = X_train[:max_train], y_train[:max_train]
@@ -211,7 +219,10 @@ def load_mnist(
         "source": "torchvision.datasets.MNIST",
         "root": str(root),
         "validation_size": int(validation_size),
-        "train_range": [int(validation_size), int(validation_size) + int(X_train.shape[0])],
+        "train_range": [int(validation_size), int(validation_size) + int(X_train.shape[0])]
+        if fraction is None else None,
+        "train_subset": None if fraction is None else {"fraction": float(fraction), "subset_seed": int(subset_seed),
+                                                       "first_sources": [int(s) for s in src[:5]]},
         "preprocessing": "pixels / 255, flattened row-major to 784 values, float64",
         "files_md5": files,
         "canonical_files": bool(files) and all(files.get(k) == v for k, v in MNIST_FILES.items()),
@@ -353,6 +364,8 @@ def make_dataset(settings: dict, mnist_root: str | Path | None = None) -> Datase
             validation_size=settings.get("validation_size", 5000),
             max_train=settings.get("max_train"),
             max_test=settings.get("max_test"),
+            fraction=settings.get("fraction"),
+            subset_seed=settings.get("subset_seed", 0),
         )
     if kind == "random":
         return make_random(

@@ -188,6 +188,8 @@ class LooSolver:
         # contraction) is below tol * certify_margin
         self.certify_margin, self.rho0, self.rho_max = 1.0, 1e-2, 0.1
         self._Minv = self._keep = None
+        # non-convex objectives: the per-point trust-region fallback (see _finish_nonconvex)
+        self.tr_max_steps, self.tr_points = 40, []
         self.setup_seconds = time.perf_counter() - t0
         if log:
             what = "given chord factor" if factor is not None else f"Hessian {obj.dim}x{obj.dim} and Cholesky"
@@ -251,6 +253,9 @@ class LooSolver:
                 H.diagonal().add_(float(reg[0]))
             else:
                 H.diagonal().add_(reg)
+            U = obj.null_space()
+            if U is not None:  # exact null directions: every gradient is orthogonal to them
+                H += U @ U.T
             out[j] = torch.linalg.solve(H, G[j])
         return out
 
@@ -319,8 +324,46 @@ class LooSolver:
                 progress(done, m_all, f"{done}/{m_all} points, {rate:.2f} points/s, "
                          f"ETA {(m_all - done) / rate if rate > 0 else 0:.0f} s, "
                          f"max|grad| {float(gmax.max()):.2e}")
+        first = dist = None
+        if not obj.convex:  # the basin check's yardstick, and the fallback for stragglers
+            first = self._first_steps(idx_all)
+            self._finish_nonconvex(idx_all, thetas, gmax, steps, tol, progress)
+            dist = (thetas - self.theta_hat[None, :]).norm(dim=1)
         return LooResult(idx_all, thetas, gmax, steps, gmax <= tol, time.perf_counter() - t0,
-                         self.setup_seconds, p64, p32)
+                         self.setup_seconds, p64, p32, dist, first)
+
+    def _first_steps(self, idx: torch.Tensor) -> torch.Tensor:
+        """Norms of the first chord step from theta_hat, ``|M^{-1} grad F_-i(theta_hat)|`` (no
+        pass over the data): the influence function's displacement when M is the exact
+        Hessian, the yardstick of the basin check."""
+        if idx.numel() == 0:
+            return torch.zeros(0, dtype=self.theta_hat.dtype)
+        n, T = self.obj.n, self.theta_hat[None, :].expand(idx.numel(), -1)
+        G = (n * self.D_hat[None, :] - self.obj.point_grads(T, idx)) / (n - 1) + self.obj.reg_grad(T)
+        return self._msolve(G).norm(dim=1)
+
+    def _finish_nonconvex(self, idx_all, thetas, gmax, steps, tol, progress) -> None:
+        """Non-convex objectives: a point the chord steps did not certify (the perturbation
+        of removing it is too large for one matrix, or the path met negative curvature) is
+        retrained by trust-region Newton on its own LOO objective (``obj.without(i)``, exact
+        Hessian, :func:`infcore.certify.certified_fit`) from theta_hat, which never leaves
+        descent; its certificate is the same full-batch float64 gradient max-norm."""
+        from .certify import certified_fit
+
+        bad = (gmax > tol).nonzero().reshape(-1).tolist()
+        for j, pos in enumerate(bad):
+            i = int(idx_all[pos])
+            res = certified_fit(self.obj.without(i), self.theta_hat, tol=tol, max_lbfgs=0,
+                                max_newton=self.tr_max_steps)
+            thetas[pos], gmax[pos] = res.theta, res.grad_maxnorm
+            steps[pos] += res.newton_steps
+            self.tr_points.append({"train_index": i, "newton_steps": res.newton_steps,
+                                   "grad_maxnorm": res.grad_maxnorm,
+                                   "local_minimum": res.spectrum.positive_definite,
+                                   "hessian_min_eigenvalue": res.spectrum.lam_min})
+            if progress is not None:
+                progress(j + 1, len(bad), f"trust-region Newton for point {i}: {res.newton_steps} steps, "
+                         f"max|grad| {res.grad_maxnorm:.2e}")
 
     def _advance(self, b: _Batch, idx_all, steps, tol, max_steps, p64, p32, gmax):
         """One step and one pass for every point of the batch; returns (still active, finished)."""

@@ -1,4 +1,5 @@
-"""The workflow's steps for the linear models, as plain functions.
+"""The workflow's steps for every model the pipeline rules run (linear models and the
+certified CNN), as plain functions written against the objective interface.
 
 Nothing here knows about Snakemake or files: a rule script in ``workflow/scripts/`` loads
 its inputs, calls one step from here and writes what it returns (config checking is in
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .certify import certified_fit
 from .fit import fit
 from .influence import (
     inverse_hvp_cg,
@@ -30,19 +32,55 @@ from .solvers import power_iteration
 
 
 def make_objective(ds, exp: dict):
-    """The training objective of an experiment (``model: logreg``: multinomial logistic
-    regression without bias, L2 ``exp['l2']``)."""
+    """The training objective of an experiment: ``model: logreg``, multinomial logistic
+    regression without bias, L2 ``exp['l2']``; ``model: cnn`` with ``cnn.protocol:
+    certified``, the All-CNN-C objective (L2 on the weights) in float64."""
     model = exp.get("model", "logreg")
-    if model != "logreg":
-        raise ValueError(f"model {model!r} has no objective here (only 'logreg')")
-    return LogisticObjective(ds.X_train, ds.y_train, ds.n_classes, exp["l2"])
+    if model == "logreg":
+        return LogisticObjective(ds.X_train, ds.y_train, ds.n_classes, exp["l2"])
+    if model == "cnn" and (exp.get("cnn") or {}).get("protocol") == "certified":
+        from .cnn.certified import CNNObjective
+
+        c = exp["cnn"]
+        return CNNObjective(ds.X_train, ds.y_train, exp["l2"], width=c["width"],
+                            n_classes=ds.n_classes, curvature=c.get("curvature", "exact"))
+    raise ValueError(f"model {model!r} has no pipeline objective (logreg, or cnn with cnn.protocol: "
+                     "certified; the CNN's paper protocol runs through the cnn_* rules)")
 
 
-def train(obj, ds, fit_settings: dict, log: Log = print) -> tuple[torch.Tensor, dict]:
-    """Fit to a certified optimum; returns theta and the JSON record. Raises if the gradient
-    max-norm did not get below ``fit_settings['tol']``."""
-    res = fit(obj, tol=fit_settings["tol"], max_lbfgs=fit_settings["max_lbfgs"],
-              max_newton=fit_settings["max_newton"], log=log)
+def initial_point(obj, exp: dict, log: Log = print) -> torch.Tensor | None:
+    """Where the fit starts: zeros for convex models (None), else the network's
+    initialisation (``cnn.train.init_seed``) moved by ``fit.start_steps`` Adam steps."""
+    if obj.convex:
+        return None
+    from .cnn.train import train as adam_train
+
+    f, c = exp["fit"], exp["cnn"]
+    images = obj.images(obj.X)
+    res = adam_train(images, obj.y, f["start_steps"], batch_size=min(f["start_batch_size"], obj.n),
+                     lr=f["start_lr"], decay_steps=(), decay_factors=(), l2=obj.l2,
+                     seed=c["train"]["seed"], init_seed=c["train"]["init_seed"], width=obj.width,
+                     log_every=0)
+    theta0 = res.theta.to(obj.X.dtype)
+    log(f"start: {f['start_steps']} Adam steps (lr {f['start_lr']:g}, batch {f['start_batch_size']}) in "
+        f"{res.seconds:.1f} s, loss {float(obj.loss(theta0)):.6g}")
+    return theta0
+
+
+def train(obj, ds, fit_settings: dict, log: Log = print,
+          theta0: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Fit to a certified optimum; returns theta and the JSON record. Convex objectives: a
+    stationary point to ``max|grad| <= tol`` (L-BFGS then Newton-CG); others: also a positive
+    definite Hessian on the complement of the null directions (:func:`certified_fit`, from
+    ``theta0``). Raises if the gradient max-norm did not get below ``fit_settings['tol']``, or
+    if the point is not a local minimum."""
+    if obj.convex:
+        res = fit(obj, tol=fit_settings["tol"], max_lbfgs=fit_settings["max_lbfgs"],
+                  max_newton=fit_settings["max_newton"], log=log)
+    else:
+        res = certified_fit(obj, obj.zeros() if theta0 is None else theta0, tol=fit_settings["tol"],
+                            lbfgs_tol=fit_settings["lbfgs_tol"], max_lbfgs=fit_settings["max_lbfgs"],
+                            max_newton=fit_settings["max_newton"], log=log)
     theta = res.theta
     record = {
         **res.summary(),
@@ -58,8 +96,12 @@ def train(obj, ds, fit_settings: dict, log: Log = print) -> tuple[torch.Tensor, 
     }
     if not res.converged:
         raise RuntimeError(f"fit did not converge: max|grad| = {res.grad_maxnorm:.3g} > tol = "
-                           f"{fit_settings['tol']:g} after {res.iterations} iterations "
-                           f"(raise fit.max_newton or fit.max_lbfgs)")
+                           f"{fit_settings['tol']:g} after {res.iterations if obj.convex else record['iterations']} "
+                           "iterations (raise fit.max_newton or fit.max_lbfgs)")
+    if not obj.convex and not record["is_local_minimum"]:
+        raise RuntimeError(f"fit stopped at a saddle: max|grad| {res.grad_maxnorm:.3g} but the Hessian's "
+                           f"smallest eigenvalue off the null directions is {record['hessian_min_eigenvalue']:.3g} "
+                           "<= 0 (raise fit.max_newton, or change fit.start_steps / cnn.train.init_seed)")
     return theta, record
 
 
@@ -121,10 +163,9 @@ def influence_lissa(obj, theta, ds, t: int, idx: torch.Tensor, lissa: dict,
     # a diagnostic: three digits suffice (each iteration is a full-data HVP)
     lam_full = power_iteration(lambda v: obj.hvp(theta, v) + lissa["damping"] * v, obj.dim,
                                iters=100, tol=1e-3, seed=lissa["seed"], dtype=theta.dtype)
-    try:
-        lam_point = largest_example_eigenvalue(obj, theta) + lissa["damping"]
-    except TypeError:
-        lam_point = None
+    lam_point = largest_example_eigenvalue(obj, theta)
+    if lam_point is not None:
+        lam_point += lissa["damping"]
     eig_seconds = time.perf_counter() - t0
     log(f"largest eigenvalue of H + damping I: {lam_full:.4g} (power iteration); largest single-point "
         f"eigenvalue: {lam_point if lam_point is None else f'{lam_point:.4g}'}; scale = {lissa['scale']:g}")
@@ -193,6 +234,12 @@ def loo_shard(obj, theta, ds, indices: torch.Tensor, test_indices: Sequence[int]
     out.update(test_losses=obj.example_losses(res.thetas, Xt, yt), grad_maxnorm=res.grad_maxnorm,
                steps=res.steps, converged=res.converged, seconds=res.seconds,
                setup_seconds=res.setup_seconds)
+    if not obj.convex:  # the basin check: distance moved against the first (influence) step
+        out.update(basin_ratio=res.distance / res.first_step.clamp_min(1e-300))
+        far = (out["basin_ratio"] - 1).abs() > 1.0
+        log(f"LOO basin check: |theta_-i - theta_hat| / |first chord step| in "
+            f"[{float(out['basin_ratio'].min()):.3g}, {float(out['basin_ratio'].max()):.3g}]; "
+            f"{int(far.sum())} of {m} outside [0, 2] (reported, not dropped)")
     bad = (~res.converged).nonzero().reshape(-1)
     if bad.numel():
         worst = int(res.grad_maxnorm.argmax())
@@ -234,6 +281,8 @@ def gather_loo(shards: Sequence[dict], control: dict | None = None) -> tuple[lis
                 if certified:
                     row.update(grad_maxnorm=float(sh["grad_maxnorm"][r]), steps=int(sh["steps"][r]),
                                converged=bool(sh["converged"][r]))
+                if "basin_ratio" in sh:
+                    row.update(basin_ratio=float(sh["basin_ratio"][r]))
                 if control is not None:
                     ctl = float(control["test_losses"][0, j])
                     row.update(control_loss=ctl, actual_controlled=loss - ctl)
@@ -250,6 +299,10 @@ def gather_loo(shards: Sequence[dict], control: dict | None = None) -> tuple[lis
         gm = [float(g) for sh in shards for g in sh["grad_maxnorm"].tolist()]
         summary.update(max_grad_maxnorm=max(gm) if gm else 0.0,
                        all_converged=all(bool(c) for sh in shards for c in sh["converged"].tolist()))
+    ratios = [float(v) for sh in shards for v in sh.get("basin_ratio", torch.zeros(0)).tolist()]
+    if ratios:  # non-convex models: how far each optimum lies, in units of the first step
+        summary.update(basin_ratio_range=[min(ratios), max(ratios)],
+                       outside_basin=sum(abs(v - 1) > 1.0 for v in ratios))
     if control is not None:
         tests, base = control["test_indices"].tolist(), control["base_losses"]
         summary.update(steps=int(control["steps"]), lr=float(control["lr"]),

@@ -68,6 +68,13 @@ class CNNObjective:
         self.chunk = int(chunk)
         self._x32 = None
 
+    def without(self, i: int) -> CNNObjective:
+        """The same objective on the training data without point i (its LOO objective)."""
+        keep = torch.ones(self.n, dtype=torch.bool, device=self.X.device)
+        keep[int(i)] = False
+        return CNNObjective(self.X[keep], self.y[keep], self.l2, self.width, self.n_classes, self.side,
+                            self.curvature_kind, self.chunk)
+
     # -- helpers -------------------------------------------------------------------------------
     def images(self, X: Tensor) -> Tensor:
         return X.reshape(X.shape[0], self.in_channels, self.side, self.side)
