@@ -205,12 +205,14 @@ def cnn_model_settings(name):
             "width": exp["cnn"]["width"],
             "train": exp["cnn"]["train"],
             "device": cnn_device(name),
+            "engine": exp["cnn"]["engine"],
         }
     )
 
 
 CNN_MODEL_OWNER = owners(
-    {name: cnn_model_settings(name) for name in CNN}, ("dataset", "l2", "width", "train", "device")
+    {name: cnn_model_settings(name) for name in CNN},
+    ("dataset", "l2", "width", "train", "device", "engine"),
 )
 
 

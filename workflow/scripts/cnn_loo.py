@@ -1,7 +1,8 @@
 """Rules cnn_loo_shard / cnn_control: LOO by continued training (batched), or the control run.
 
 A shard retrains its part of the sorted union of the selected points (all test points);
-the control continues training with nothing removed on the same minibatch stream.
+the control continues training with nothing removed (on the shared minibatch stream, or
+its own with cnn.loo.streams: independent).
 """
 
 import wfio

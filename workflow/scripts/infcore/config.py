@@ -137,7 +137,7 @@ def check_config(config: dict, mnist_counts: tuple[int, int] | None = None) -> N
                 continue
         model = exp.get("model", "logreg")
         if model == "cnn":
-            cnn_errors = _check_cnn(key, exp, ds)
+            cnn_errors = _check_cnn(key, exp, ds, config.get("cnn_device"))
             errors += cnn_errors
             if cnn_errors and ds["kind"] != "mnist":
                 continue
@@ -181,16 +181,22 @@ def check_config(config: dict, mnist_counts: tuple[int, int] | None = None) -> N
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
 
-def _check_cnn(key: str, exp: dict, ds: dict) -> list[str]:
-    """Checks of a ``model: cnn`` experiment the schema cannot express."""
+def _check_cnn(key: str, exp: dict, ds: dict, device_override: str | None = None) -> list[str]:
+    """Checks of a ``model: cnn`` experiment the schema cannot express (``device_override``:
+    the top-level ``cnn_device``)."""
     errors = []
     if ds["kind"] != "mnist":
         return [f"{key}.dataset.kind = {ds['kind']!r}: model: cnn needs kind: mnist (28x28 images)"]
+    c = exp.get("cnn") or {}
+    device = device_override or c.get("device", "cpu")
+    if c.get("engine") == "graph" and device != "cuda":
+        errors.append(f"{key}.cnn.engine = 'graph' (CUDA graphs) needs CUDA but the device is "
+                      f"{device!r} (set cnn.device: cuda or --config cnn_device=cuda, or "
+                      "engine: auto)")
     for k in ("max_test",) if is_certified(exp) else ("max_train", "max_test"):
         if ds.get(k) is not None:
             errors.append(f"{key}.dataset.{k} applies to linear models only (model: cnn: use fraction"
                           + (")" if k == "max_test" else "; max_train needs cnn.protocol: certified)"))
-    c = exp.get("cnn") or {}
     tr = c.get("train") or {}
     steps, factors = tr.get("decay_steps", [110000, 220000]), tr.get("decay_factors", [0.1, 0.01])
     if len(steps) != len(factors):

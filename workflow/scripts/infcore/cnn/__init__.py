@@ -5,6 +5,10 @@ One layer per module:
 
 * :mod:`.model`: the network, its flat parameter layout, initialisation, stacked forwards;
 * :mod:`.train`: Adam, the minibatch stream, training and (batched) LOO retraining;
+* :mod:`.plan`: the minibatch indices and Adam step sizes of many steps, made on the host;
+* :mod:`.graphs`: the device program of a step (no host sync per step), CUDA graph capture,
+  and the engines ``eager`` / ``blocks`` / ``graph`` of ``train`` and ``retrain``;
+* :mod:`.devcheck`: CPU-device agreement, step timings, projections (``bench/gpu_check.py``);
 * :mod:`.influence`: the objective, HVPs, ``g_i . s`` dots, CG influence, LOO differences;
 * :mod:`.steps`: the workflow's CNN steps (what the ``cnn_*`` rule scripts call).
 
@@ -38,17 +42,23 @@ Protocol (Koh & Liang 2017, ``influence-release/scripts/train_mnist.py``):
 
 What we add (see ``docs/cnn.md``):
 
-* A *control*: the same continued training with no point removed, on the very same
-  minibatch stream. Minibatches are drawn once from epoch permutations of all n points
-  (seeded); a run that removes point i uses the same minibatches with i masked out (its
-  weight set to zero and the batch mean taken over the remaining points). Averaged over the
-  sampling, each remaining point has weight ``1/(n-1)``, so the masked gradient is an
-  unbiased estimate of the LOO objective's gradient. Removal index ``-1`` (:data:`CONTROL`)
-  means "remove nothing".
+* A *control*: the same continued training with no point removed. Removal index ``-1``
+  (:data:`CONTROL`) means "remove nothing".
+* Two stream settings (``retrain(streams=...)``). ``"independent"`` (the workflow's default
+  for ``mnist_cnn``, the original's situation): each run draws its own epoch permutations
+  of the points it keeps. ``"shared"``: minibatches are drawn once from epoch permutations
+  of all n points (seeded); a run that removes point i uses the same minibatches with i
+  masked out (its weight set to zero and the batch mean taken over the remaining points).
+  Averaged over the sampling, each remaining point has weight ``1/(n-1)``, so the masked
+  gradient is an unbiased estimate of the LOO objective's gradient, and the control cancels
+  the drift of continued training exactly.
 * Batched LOO retraining: the m runs of a call are trained in one program as m stacked
   copies of the network (grouped convolutions), each with its own Adam state.
+* On CUDA the steps run as a captured CUDA graph fed by blocks of precomputed minibatch
+  indices (:mod:`.graphs`; ``engine="auto"``); on the CPU the eager loop.
 """
 
+from .graphs import ENGINES, resolve_engine
 from .influence import (
     CurvatureMonitor,
     InfluenceResult,
@@ -88,10 +98,10 @@ from .train import (
 )
 
 __all__ = [
-    "CONTROL", "PAPER", "AdamState", "AllCNNC", "CurvatureMonitor", "InfluenceResult",
+    "CONTROL", "ENGINES", "PAPER", "AdamState", "AllCNNC", "CurvatureMonitor", "InfluenceResult",
     "TrainResult", "accuracy", "adam_update", "batch_stream", "example_losses",
     "flatten_module", "influence", "init_params", "layer_specs", "load_flat", "loo_differences",
     "loss_grad", "lr_at", "make_hvp", "num_params", "objective", "param_shapes",
-    "per_example_grads", "retrain", "run_seed", "split_params", "stacked_logits",
+    "per_example_grads", "resolve_engine", "retrain", "run_seed", "split_params", "stacked_logits",
     "train", "train_point_dots", "weight_mask",
 ]

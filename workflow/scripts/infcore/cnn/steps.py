@@ -3,7 +3,7 @@
 Nothing here knows about Snakemake or files: a script loads its inputs (the raw MNIST files
 through :func:`load_data`, the trained state with ``wfio.load_torch``), calls one step and
 writes what it returns. ``settings`` is the ``params.settings`` dict of the CNN rules
-(``workflow/rules/cnn.smk``): dataset, l2, width, train, device, plus the parts of the
+(``workflow/rules/cnn.smk``): dataset, l2, width, train, device, engine, plus the parts of the
 experiment the rule uses (influence, top_k, loo, test_indices). The LOO shards are joined by
 :func:`infcore.steps.gather_loo` (the linear models' gather, given the control run), and the
 figure's rows and record are built by :func:`infcore.tables.cnn_figure_table` (no torch: the
@@ -20,6 +20,7 @@ from torch import Tensor
 from ..data import MnistSubset, load_small_mnist
 from ..progress import Log
 from ..selection import top_k
+from .graphs import full_float32, resolve_engine
 from .influence import influence, objective
 from .model import accuracy, example_losses, num_params, stacked_logits
 from .train import AdamState, TrainResult, lr_at, retrain, train
@@ -34,8 +35,11 @@ def check_device(device: str) -> str:
 
 
 def load_data(settings: dict, mnist_root: str) -> MnistSubset:
-    """The experiment's MNIST subset (float32) on its (checked) device."""
+    """The experiment's MNIST subset (float32) on its (checked) device; on CUDA, float32 in
+    IEEE precision from here on (no TF32: :func:`infcore.cnn.graphs.full_float32`)."""
     dev = check_device(settings["device"])
+    if dev == "cuda":
+        full_float32()
     ds = settings["dataset"]
     return load_small_mnist(mnist_root, fraction=ds["fraction"], seed=ds["subset_seed"],
                             validation_size=ds["validation_size"]).to(dev)
@@ -60,11 +64,12 @@ def train_model(settings: dict, d: MnistSubset,
     res = train(d.x_train, d.y_train, steps=t["steps"], batch_size=t["batch_size"], lr=t["lr"],
                 decay_steps=t["decay_steps"], decay_factors=t["decay_factors"], l2=settings["l2"],
                 seed=t["seed"], init_seed=t["init_seed"], width=w, log_every=t["log_every"],
-                progress=progress)
+                progress=progress, engine=settings.get("engine", "auto"))
     info = {
         "settings": settings, "n_train": d.x_train.shape[0], "n_test": d.x_test.shape[0],
         "dim": num_params(w), "steps": res.steps, "seconds": res.seconds,
         "seconds_per_step": res.seconds / max(res.steps, 1), "device": settings["device"],
+        "engine": resolve_engine(settings.get("engine", "auto"), d.x_train.device),
         "final_lr": lr_at(res.global_step - 1, t["lr"], t["decay_steps"], t["decay_factors"]),
         "train_accuracy": accuracy(res.theta, d.x_train, d.y_train, w),
         "test_accuracy": accuracy(res.theta, d.x_test, d.y_test, w),
@@ -138,10 +143,13 @@ def loo_runs(settings: dict, d: MnistSubset, state: dict, remove: Sequence[int],
     if not len(remove):
         log("empty shard: nothing to retrain")
         return out
-    log(f"{len(remove)} runs x {lo['steps']} steps at lr {lr:g} on {dev} (streams {lo['streams']})")
+    engine = resolve_engine(settings.get("engine", "auto"), dev)
+    log(f"{len(remove)} runs x {lo['steps']} steps at lr {lr:g} on {dev} (streams "
+        f"{lo['streams']}, engine {engine})")
     res = retrain(theta, adam, d.x_train, d.y_train, remove, steps=lo["steps"], lr=lr,
                   batch_size=tr["batch_size"], l2=settings["l2"], seed=lo["seed"], width=w,
                   x_eval=xe, y_eval=ye, chunk=lo["chunk"], streams=lo["streams"],
+                  engine=settings.get("engine", "auto"),
                   progress=lambda a, b, m: log(f"{a}/{b} runs: {m}"))
     out.update(test_losses=res.eval_losses.cpu(), seconds=res.seconds)
     log(f"done in {res.seconds:.1f} s")

@@ -197,13 +197,24 @@ def _run(theta: Tensor, adam: AdamState, x: Tensor, y: Tensor, remove: Tensor, s
     return trace
 
 
+def _execute(engine: str, theta: Tensor, adam: AdamState, x: Tensor, *args, **kw) -> list:
+    """Run the steps with ``engine`` (see :mod:`infcore.cnn.graphs`): ``"eager"`` is
+    :func:`_run`, ``"blocks"`` / ``"graph"`` the device program (same arguments)."""
+    from .graphs import resolve_engine, run_program  # graphs builds on this module
+
+    engine = resolve_engine(engine, x.device)
+    if engine == "eager":
+        return _run(theta, adam, x, *args, **kw)
+    return run_program(theta, adam, x, *args, **kw, engine=engine)
+
+
 def train(x: Tensor, y: Tensor, steps: int, theta0: Tensor | None = None,
           adam0: AdamState | None = None, start_step: int = 0, batch_size: int = 500,
           lr: float = 1e-4, decay_steps: Sequence[int] = (110_000, 220_000),
           decay_factors: Sequence[float] = (0.1, 0.01), l2: float = 1e-3, seed: int = 0,
           init_seed: int = 0, width: int = 8, log_every: int = 1000,
           progress: Callable[[int, int, str], None] | None = None,
-          impl: str = "auto") -> TrainResult:
+          impl: str = "auto", engine: str = "auto") -> TrainResult:
     """Train one network with Adam on minibatches, minimising ``L(theta)``.
 
     ``L(theta) = (1/n) sum_i CE_i(theta) + (l2/2) ||w||^2``; at step t (global, 0-based)
@@ -224,6 +235,10 @@ def train(x: Tensor, y: Tensor, steps: int, theta0: Tensor | None = None,
         log_every: record (and report through ``progress``) the objective every so many steps.
         progress: optional ``progress(done, total, message)``.
         impl: forward implementation (see :func:`stacked_logits`).
+        engine: ``"eager"`` (step by step), ``"blocks"`` (device program), ``"graph"``
+            (device program captured as a CUDA graph) or ``"auto"`` (graph on CUDA, eager
+            elsewhere); see :mod:`infcore.cnn.graphs`. Same math; the program's trace is
+            read back a block late.
 
     Returns:
         :class:`TrainResult` with ``theta`` of shape ``(dim,)``.
@@ -236,9 +251,9 @@ def train(x: Tensor, y: Tensor, steps: int, theta0: Tensor | None = None,
     adam = (AdamState.zeros_like(theta) if adam0 is None
             else adam0.expand(1).to(dtype=x.dtype, device=x.device))
     remove = torch.full((1,), CONTROL, dtype=torch.long, device=x.device)
-    trace = _run(theta, adam, x, y, remove, steps, batch_size, seed,
-                 lambda t: lr_at(t, lr, decay_steps, decay_factors), l2, dims, start_step,
-                 start_step, log_every, progress, impl)
+    trace = _execute(engine, theta, adam, x, y, remove, steps, batch_size, seed,
+                     lambda t: lr_at(t, lr, decay_steps, decay_factors), l2, dims, start_step,
+                     start_step, log_every, progress, impl)
     return TrainResult(theta[0], AdamState(adam.m[0], adam.v[0], adam.step), steps,
                        start_step + steps, torch.empty(0, dtype=torch.long), None, trace,
                        time.perf_counter() - t0)
@@ -250,7 +265,7 @@ def retrain(theta_hat: Tensor, adam_hat: AdamState | None, x: Tensor, y: Tensor,
             x_eval: Tensor | None = None, y_eval: Tensor | None = None,
             chunk: int | None = None, log_every: int = 0,
             progress: Callable[[int, int, str], None] | None = None,
-            impl: str = "auto", streams: str = "shared") -> TrainResult:
+            impl: str = "auto", streams: str = "shared", engine: str = "auto") -> TrainResult:
     """Continue training from ``theta_hat`` without one point, for many points at once.
 
     Run j continues Adam from ``(theta_hat, adam_hat)`` for ``steps`` steps at the constant
@@ -288,6 +303,7 @@ def retrain(theta_hat: Tensor, adam_hat: AdamState | None, x: Tensor, y: Tensor,
             control), seeded by :func:`run_seed` ``(seed, remove[j])`` -- the original
             protocol's situation, where each LOO run had its own shuffles, so the drift of
             continued training differs from run to run.
+        engine: how the steps run (see :func:`train`); each chunk is one program.
 
     Returns:
         :class:`TrainResult` with ``theta (m, dim)``, ``removed (m,)`` and
@@ -312,8 +328,9 @@ def retrain(theta_hat: Tensor, adam_hat: AdamState | None, x: Tensor, y: Tensor,
         r = rem[c0:c0 + chunk].to(x.device)
         theta = theta_hat.repeat(r.numel(), 1)
         adam = base.expand(r.numel())
-        tr = _run(theta, adam, x, y, r, steps, batch_size, seed, lambda t: lr, l2, dims,
-                  start_step, start_step, log_every, None, impl, streams == "independent")
+        tr = _execute(engine, theta, adam, x, y, r, steps, batch_size, seed, lambda t: lr, l2,
+                      dims, start_step, start_step, log_every, None, impl,
+                      streams == "independent")
         thetas.append(theta)
         ms.append(adam.m)
         vs.append(adam.v)
