@@ -19,7 +19,7 @@ rule loo_factor:
         experiment=name_regex(PIPELINE),
     conda:
         "../../envs/torch.yaml"
-    threads: 4
+    threads: pipeline_threads(4)
     resources:
         mem_mb=mem_mb,
     params:
@@ -46,7 +46,7 @@ rule loo_shard:
         scatteritem=r"\d+-of-\d+",
     conda:
         "../../envs/torch.yaml"
-    threads: 4
+    threads: pipeline_threads(4)
     resources:
         mem_mb=mem_mb,
     params:

@@ -16,7 +16,7 @@ rule train:
         experiment=name_regex(PIPELINE),
     conda:
         "../../envs/torch.yaml"
-    threads: 4
+    threads: pipeline_threads(4)
     resources:
         mem_mb=mem_mb,
     params:
