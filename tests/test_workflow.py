@@ -75,7 +75,7 @@ def test_dry_run_default_config(wf):
     counts = job_counts(res.stdout)
     n_tests = sum(len(e["test_indices"]) for e in LINEAR.values())
     n_exp = len(LINEAR)
-    assert counts["mnist_download"] == 1  # no MNIST files in the scratch copy
+    assert counts["mnist_download"] == 4  # no MNIST files in the scratch copy: one job each
     # mnist_logreg_tests shares data and model with mnist_logreg
     assert counts["data"] == n_exp - 1
     assert counts["train"] == counts["loo_factor"] == n_exp - 1
