@@ -9,6 +9,7 @@ import copy
 import csv
 import json
 import re
+import shutil
 
 import pytest
 import wfio
@@ -289,3 +290,56 @@ def test_changing_one_experiment_reruns_only_its_jobs(tiny):
     assert {"select", "loo_shard", "paper_figure", "summary"} <= rules
     assert not rules & {"data", "train", "influence_cg"}
     assert not any("tiny_random" in o for j in jobs for o in j["output"])
+
+
+# ------------------------------------------------------------------ bitwise repeatability
+
+# JSON fields that hold wall-clock times (removed, with everything under them, before two runs'
+# JSON files are compared). Every other output byte is compared.
+TIMING_KEYS = {
+    "seconds", "setup_seconds", "seconds_per_point", "predict_seconds", "eigenvalue_seconds",
+    "train_seconds", "loo_seconds", "loo_seconds_per_point", "cg_seconds", "lissa_seconds",
+}
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def _outputs(wd):
+    return sorted(str(p.relative_to(wd)) for d in ("results", "resources/datasets")
+                  for p in (wd / d).rglob("*") if p.is_file())
+
+
+def test_tiny_rerun_is_bitwise_identical(tiny, tmp_path):
+    """The tiny config run again in a fresh copy on the same input files: every .pt, .csv,
+    figure (PNG, PDF), Markdown and dataset file has the same bytes; JSON files are equal
+    without the TIMING_KEYS fields; files named *timings* hold only wall-clock times."""
+    wd = copy_workflow(tmp_path / "again")
+    shutil.copytree(tiny / "resources" / "mnist", wd / "resources" / "mnist")
+    res = run_snakemake(wd, "--cores", "2", "--configfile", "config/tiny.yaml")
+    assert res.returncode == 0, res.stdout[-6000:]
+    files = _outputs(tiny)
+    assert files == _outputs(wd)
+    timing_files = [f for f in files if "timings" in f.rsplit("/", 1)[-1]]
+    assert "results/timings.csv" in timing_files
+    assert "results/tiny_mnist/loo/shards/1-of-2.timings.json" in timing_files
+    kinds = {f.rsplit(".", 1)[-1] for f in files}
+    assert {"pt", "csv", "png", "pdf", "md", "json"} <= kinds
+    differ = []
+    for f in files:
+        a, b = (tiny / f).read_bytes(), (wd / f).read_bytes()
+        if f in timing_files or a == b:
+            continue
+        if f.endswith(".json") and _without_timings(json.loads(a)) == _without_timings(json.loads(b)):
+            continue
+        differ.append(f)
+    assert differ == [], differ
+    with open(wd / "results" / "timings.csv", newline="") as fh:
+        cols = next(csv.reader(fh))
+    assert cols[:4] == ["experiment", "test_index", "panel", "method"]
+    assert len(cols) == 8 and all("seconds" in c for c in cols[4:])
