@@ -12,12 +12,12 @@ if MNIST_MISSING:
         "Download one missing raw MNIST file, kept only if its MD5 is the canonical one."
         output:
             str(mnist_raw_dir(config["mnist_root"]) / "{mnist_file}"),
-        wildcard_constraints:
-            mnist_file=name_regex(MNIST_MISSING),
         log:
             "logs/mnist_download/{mnist_file}.log",
         benchmark:
             "benchmarks/mnist_download/{mnist_file}.tsv"
+        wildcard_constraints:
+            mnist_file=name_regex(MNIST_MISSING),
         localrule: True  # needs the network: runs on the submit host
         conda:
             "../../envs/torch.yaml"
