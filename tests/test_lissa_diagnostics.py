@@ -137,3 +137,24 @@ def test_small_problem_at_l2_0001_is_truncated_and_flagged():
     d, err = out[0.1]
     assert err < 0.15  # measured 0.080
     assert d["converged"] is True and d["contraction_regime"] == "per_step"
+
+
+def test_lissa_step_warns_when_truncated_at_l2_0001():
+    """The workflow's LiSSA step (rule influence_lissa) at L2 0.001 on a small problem: it
+    warns, logs the verdict, and its JSON record says so (the issue's silent truncation)."""
+    import torch
+    from infcore.data import make_random
+    from infcore.steps import influence_lissa, make_objective, train
+
+    ds = make_random(20, 3, 300, 50, seed=3, input_std=0.5)
+    obj = make_objective(ds, {"model": "logreg", "l2": 0.001})
+    theta, _ = train(obj, ds, {"tol": 1e-10, "max_lbfgs": 500, "max_newton": 30}, log=lambda m: None)
+    lissa = {"depth": 500, "scale": 10.0, "repeats": 2, "batch_size": 5, "damping": 0.0, "seed": 17}
+    logs = []
+    with pytest.warns(UserWarning, match=r"LiSSA at test point 0: depth 500 is below the ~46,050 steps"):
+        _, diag = influence_lissa(obj, theta, ds, 0, torch.arange(40), lissa, log=logs.append)
+    check = diag["convergence"]
+    assert check["converged"] is False and check["depth_needed"] == 46050
+    assert check["lambda_min_bound"] == 0.001 and check["contraction_regime"] == "per_step"
+    assert diag["note"] == "not converged: depth 500, needs ~46,050"
+    assert "LiSSA: not converged: depth 500, needs ~46,050; contraction regime per_step" in logs

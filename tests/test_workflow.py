@@ -256,6 +256,30 @@ def test_tiny_run_outputs(tiny):
     assert (tiny / "benchmarks/loo_shard/tiny_mnist/1-of-2.tsv").exists()
 
 
+def test_tiny_run_marks_truncated_lissa(tiny):
+    """tiny_mnist's LiSSA (L2 0.01, scale 25, depth 500) is far from converged: the JSON says
+    so with the depth the L2 bound needs, the log warns, summary.md, figure2.md and the
+    figure JSONs carry the note."""
+    res = tiny / "results"
+    note = "not converged: depth 500, needs ~11,511"  # 0.9996^11,511 <= 0.01
+    check = json.loads((res / "tiny_mnist/influence_lissa/test_3.json").read_text())["convergence"]
+    assert check["converged"] is False and check["depth_needed"] == 11511 and check["status"] == note
+    assert check["lambda_min_bound"] == TINY["experiments"]["tiny_mnist"]["l2"]
+    log = (tiny / "logs/influence_lissa/tiny_mnist/test_3.log").read_text()
+    assert "WARNING" in log and "LiSSA at test point 3: depth 500 is below the ~11,511 steps" in log
+    assert "| Linear (approx) | lissa |" in (res / "summary.md").read_text()
+    for md in ("summary.md", "figure2.md"):
+        text = (res / md).read_text()
+        assert any("| Linear (approx) |" in line and note in line for line in text.splitlines()), md
+        assert not any("| Linear (exact) |" in line and "not converged" in line for line in text.splitlines())
+    panel = json.loads((res / "figure2.json").read_text())["panels"][1]
+    assert panel["method"] == "lissa" and panel["note"] == note
+    with open(res / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["note"] for r in rows if r["method"] == "cg"} == {""}
+    assert all(r["note"].startswith("not converged: depth 500, needs ~") for r in rows if r["method"] == "lissa")
+
+
 def test_tiny_rerun_has_nothing_to_do(tiny):
     res = run_snakemake(tiny, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")
     assert res.returncode == 0 and nothing_to_do(res.stdout), res.stdout
@@ -299,6 +323,8 @@ def test_changing_one_experiment_reruns_only_its_jobs(tiny):
 TIMING_KEYS = {
     "seconds", "setup_seconds", "seconds_per_point", "predict_seconds", "eigenvalue_seconds",
     "train_seconds", "loo_seconds", "loo_seconds_per_point", "cg_seconds", "lissa_seconds",
+    # CNN records (not in the tiny config)
+    "hvp_seconds", "control_seconds", "seconds_per_step", "train_seconds_per_step", "influence_seconds",
 }
 
 

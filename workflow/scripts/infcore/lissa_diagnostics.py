@@ -28,6 +28,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+
+class LissaConvergenceWarning(UserWarning):
+    """A LiSSA run outside its contraction regime or truncated before convergence."""
+
+
 DEPTH_TOL = 1e-2  # slowest-mode error left after the depth: rho^depth <= DEPTH_TOL
 TRACE_TOL = 2e-2  # |tail_growth| above this: the iterate norm still moves (converged runs: noise
 #                   of 0.5-0.9% with 10 repeats at batch size 1 on MNIST; truncated ones: 1.7-6.8%)

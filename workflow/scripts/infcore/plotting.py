@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 X_LABEL = "Actual diff in test loss"
+NOTE_COLOR = "#b03a2e"  # stats box of a panel with a note (e.g. LiSSA not converged)
 Y_LABEL = "Predicted diff in test loss"
 COLORS = {"Linear (exact)": "#1f77b4", "Linear (approx)": "#2ca02c", "CNN": "#d62728",
           "CNN (controlled)": "#9467bd"}
@@ -72,9 +73,14 @@ def influence_panel(ax, actual, predicted, title: str, stats: dict | None = None
     if stats:
         text = (f"Pearson R = {stats['pearson']:.3f}\nSpearman $\\rho$ = {stats['spearman']:.3f}\n"
                 f"points: {stats['n_points']}")
+        note = stats.get("note")  # e.g. LiSSA "not converged: depth 5,000, needs ~11,511"
+        if note:
+            text += "\n" + note.replace("; ", "\n").replace("converged: ", "converged:\n", 1)
         x, y, ha, va = stats_corner(actual, predicted, lo, hi)
         ax.text(x, y, text, transform=ax.transAxes, va=va, ha=ha, fontsize=8.5,
-                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.8", "alpha": 0.9})
+                color=NOTE_COLOR if note else "black",
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": NOTE_COLOR if note else "0.8",
+                      "alpha": 0.9})
 
 
 def stats_corner(actual, predicted, lo: float, hi: float) -> tuple[float, float, str, str]:

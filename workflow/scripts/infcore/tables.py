@@ -33,7 +33,7 @@ def panel_titles(model: str) -> dict:
 # rows go to a separate timings table (TIMING_COLUMNS).
 SUMMARY_COLUMNS = [
     "experiment", "model", "test_index", "label", "predicted_label", "correct", "test_loss",
-    "panel", "method", "pearson", "spearman", "slope", "n_points", "top_k", "n_train",
+    "panel", "method", "pearson", "spearman", "slope", "n_points", "top_k", "n_train", "note",
 ]
 TIMING_COLUMNS = [
     "experiment", "test_index", "panel", "method",
@@ -176,6 +176,7 @@ def summary_rows(figure_records: Iterable[dict]) -> list[dict]:
                 "n_points": p["n_points"],
                 "top_k": rec.get("top_k"),
                 "n_train": rec.get("n_train"),
+                "note": p.get("note"),
                 "method_seconds": p.get("seconds"),
                 "train_seconds": timings.get("train_seconds"),
                 "loo_seconds": timings.get("loo_seconds"),
@@ -216,7 +217,8 @@ def paper_rows(panels: Sequence[dict]) -> list[dict]:
     """Rows of the Figure 2 table: our Pearson R next to the paper's, per panel.
 
     Each panel dict: panel, pearson, spearman, slope, n_points, top_k, n_train, test_index,
-    experiment, and ``seconds`` (a dict step -> seconds).
+    experiment, ``note`` (e.g. LiSSA not converged; optional) and ``seconds`` (a dict step ->
+    seconds).
     """
     out = []
     for p in panels:
@@ -231,6 +233,7 @@ def paper_rows(panels: Sequence[dict]) -> list[dict]:
             "top_k": p.get("top_k"),
             "test_index": p.get("test_index"),
             "experiment": p.get("experiment"),
+            "note": p.get("note"),
             "seconds": ", ".join(f"{k} {v:.3g}" for k, v in secs.items() if v is not None),
         })
     return out
@@ -238,6 +241,6 @@ def paper_rows(panels: Sequence[dict]) -> list[dict]:
 
 # The Figure 2 table (figure2.md) holds results only; a row's ``seconds`` stays in figure2.json.
 PAPER_HEADERS = ["Panel", "Pearson R (ours)", "Pearson R (paper)", "Spearman", "Slope", "n (train)",
-                 "k (retrained)", "Test index", "Experiment"]
+                 "k (retrained)", "Test index", "Experiment", "Note"]
 PAPER_COLUMNS = ["panel", "pearson", "paper_pearson", "spearman", "slope", "n_train", "top_k",
-                 "test_index", "experiment"]
+                 "test_index", "experiment", "note"]
