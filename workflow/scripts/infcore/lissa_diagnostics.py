@@ -13,9 +13,11 @@ after ``depth`` steps a fraction ``rho^depth`` of it is left in the slowest eige
   is unknown): the mean recursion contracts, single steps may expand. ``"divergent"``:
   ``s <= lambda_max / 2``, the mean recursion itself diverges.
 * **Smallest eigenvalue.** For a convex data loss (logistic regression) ``H >= l2 I``, so
-  ``l2 + damping`` is a lower bound on ``lambda_min(A)`` (attained for softmax regression
-  without bias, whose data Hessian is singular). The depth it implies is therefore an upper
-  bound on the depth needed: ``depth_needed`` makes ``rho^depth <= DEPTH_TOL``.
+  ``l2 + damping`` is a lower bound on ``lambda_min(A)``. It is tight where the data Hessian
+  is nearly singular along directions the gradients reach (on MNIST the norm trace still grows
+  at the depth the bound calls too short: 1.7% at L2 0.01, 6.8% at L2 0.001) and conservative
+  elsewhere (softmax's exact null directions, eigenvalue exactly ``l2``, are orthogonal to every
+  gradient), so ``depth_needed``, which makes ``rho^depth <= DEPTH_TOL``, is an upper bound.
 * **The run itself.** ``tail_growth``: relative change of the mean iterate norm from the
   second-last to the last tenth of the norm trace; a converged run stays flat up to noise.
 
