@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from infcore.metrics import pearson, slope, spearman
 from infcore.plotting import (
+    NOTE_COLOR,
     influence_figure,
     panel_groups,
     point_title,
@@ -76,6 +77,20 @@ def test_influence_figure_panels(tmp_path):
     fig.savefig(path)
     assert path.stat().st_size > 10_000
     assert "misclassified" in point_title({"test_index": 3, "label": 1, "predicted_label": 2, "correct": False})
+
+
+def test_panel_note_is_drawn_above_the_axes():
+    """A LiSSA panel that did not converge says so in red between its title and the axes."""
+    stats = panel_stats(_rows())
+    stats[1]["note"] = "not converged: depth 5,000, needs ~11,511; scale below single-point eigenvalue"
+    groups, _ = panel_groups(_rows(), stats)
+    fig = influence_figure(groups)
+    axes = [ax for ax in fig.get_axes() if ax.get_title()]
+    notes = [[t for t in ax.texts if "not converged" in t.get_text()] for ax in axes]
+    assert [len(n) for n in notes] == [0, 1]  # only the LiSSA panel
+    note = notes[1][0]
+    assert note.get_text() == "not converged: depth 5,000, needs ~11,511\nscale below single-point eigenvalue"
+    assert note.get_position()[1] > 1.0 and note.get_color() == NOTE_COLOR  # above the axes, in red
 
 
 def test_summary_and_markdown():
