@@ -1,4 +1,4 @@
-"""infcore.data: IDX files, MNIST through torchvision (offline, on fake files), random data."""
+"""infcore.data: IDX files, MNIST from its .gz files (offline, on fake files), random data."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from infcore.metrics import pearson, slope, spearman
 from infcore.plotting import (
+    NOTE_COLOR,
     influence_figure,
     panel_groups,
     point_title,
@@ -17,6 +18,7 @@ from infcore.plotting import (
 from infcore.tables import (
     PAPER_R,
     SUMMARY_COLUMNS,
+    TIMING_COLUMNS,
     markdown_table,
     panel_stats,
     paper_rows,
@@ -77,6 +79,20 @@ def test_influence_figure_panels(tmp_path):
     assert "misclassified" in point_title({"test_index": 3, "label": 1, "predicted_label": 2, "correct": False})
 
 
+def test_panel_note_is_drawn_above_the_axes():
+    """A LiSSA panel that did not converge says so in red between its title and the axes."""
+    stats = panel_stats(_rows())
+    stats[1]["note"] = "not converged: depth 5,000, needs ~11,511; scale below single-point eigenvalue"
+    groups, _ = panel_groups(_rows(), stats)
+    fig = influence_figure(groups)
+    axes = [ax for ax in fig.get_axes() if ax.get_title()]
+    notes = [[t for t in ax.texts if "not converged" in t.get_text()] for ax in axes]
+    assert [len(n) for n in notes] == [0, 1]  # only the LiSSA panel
+    note = notes[1][0]
+    assert note.get_text() == "not converged: depth 5,000, needs ~11,511\nscale below single-point eigenvalue"
+    assert note.get_position()[1] > 1.0 and note.get_color() == NOTE_COLOR  # above the axes, in red
+
+
 def test_summary_and_markdown():
     stats = panel_stats(_rows())
     rec = {"experiment": "e", "model": "logreg", "n_train": 100, "top_k": 40,
@@ -84,7 +100,8 @@ def test_summary_and_markdown():
            "panels": [{**s, "seconds": 0.5, "label": 1, "predicted_label": 1, "correct": True, "test_loss": 0.1}
                       for s in stats]}
     rows = summary_rows([rec])
-    assert len(rows) == 2 and set(rows[0]) == set(SUMMARY_COLUMNS)
+    assert len(rows) == 2 and set(rows[0]) == set(SUMMARY_COLUMNS) | set(TIMING_COLUMNS)
+    assert not any(c.endswith("seconds") for c in SUMMARY_COLUMNS)  # results only
     assert rows[0]["train_seconds"] == 1.5 and rows[1]["method"] == "lissa"
     md = markdown_table(rows, SUMMARY_COLUMNS)
     lines = md.strip().splitlines()

@@ -9,6 +9,7 @@ import copy
 import csv
 import json
 import re
+import shutil
 
 import pytest
 import wfio
@@ -75,7 +76,7 @@ def test_dry_run_default_config(wf):
     counts = job_counts(res.stdout)
     n_tests = sum(len(e["test_indices"]) for e in LINEAR.values())
     n_exp = len(LINEAR)
-    assert counts["mnist_download"] == 1  # no MNIST files in the scratch copy
+    assert counts["mnist_download"] == 4  # no MNIST files in the scratch copy: one job each
     # mnist_logreg_tests shares data and model with mnist_logreg
     assert counts["data"] == n_exp - 1
     assert counts["train"] == counts["loo_factor"] == n_exp - 1
@@ -255,6 +256,30 @@ def test_tiny_run_outputs(tiny):
     assert (tiny / "benchmarks/loo_shard/tiny_mnist/1-of-2.tsv").exists()
 
 
+def test_tiny_run_marks_truncated_lissa(tiny):
+    """tiny_mnist's LiSSA (L2 0.01, scale 25, depth 500) is far from converged: the JSON says
+    so with the depth the L2 bound needs, the log warns, summary.md, figure2.md and the
+    figure JSONs carry the note."""
+    res = tiny / "results"
+    note = "not converged: depth 500, needs ~11,511"  # 0.9996^11,511 <= 0.01
+    check = json.loads((res / "tiny_mnist/influence_lissa/test_3.json").read_text())["convergence"]
+    assert check["converged"] is False and check["depth_needed"] == 11511 and check["status"] == note
+    assert check["lambda_min_bound"] == TINY["experiments"]["tiny_mnist"]["l2"]
+    log = (tiny / "logs/influence_lissa/tiny_mnist/test_3.log").read_text()
+    assert "WARNING" in log and "LiSSA at test point 3: depth 500 is below the ~11,511 steps" in log
+    assert "| Linear (approx) | lissa |" in (res / "summary.md").read_text()
+    for md in ("summary.md", "figure2.md"):
+        text = (res / md).read_text()
+        assert any("| Linear (approx) |" in line and note in line for line in text.splitlines()), md
+        assert not any("| Linear (exact) |" in line and "not converged" in line for line in text.splitlines())
+    panel = json.loads((res / "figure2.json").read_text())["panels"][1]
+    assert panel["method"] == "lissa" and panel["note"] == note
+    with open(res / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["note"] for r in rows if r["method"] == "cg"} == {""}
+    assert all(r["note"].startswith("not converged: depth 500, needs ~") for r in rows if r["method"] == "lissa")
+
+
 def test_tiny_rerun_has_nothing_to_do(tiny):
     res = run_snakemake(tiny, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")
     assert res.returncode == 0 and nothing_to_do(res.stdout), res.stdout
@@ -289,3 +314,58 @@ def test_changing_one_experiment_reruns_only_its_jobs(tiny):
     assert {"select", "loo_shard", "paper_figure", "summary"} <= rules
     assert not rules & {"data", "train", "influence_cg"}
     assert not any("tiny_random" in o for j in jobs for o in j["output"])
+
+
+# ------------------------------------------------------------------ bitwise repeatability
+
+# JSON fields that hold wall-clock times (removed, with everything under them, before two runs'
+# JSON files are compared). Every other output byte is compared.
+TIMING_KEYS = {
+    "seconds", "setup_seconds", "seconds_per_point", "predict_seconds", "eigenvalue_seconds",
+    "train_seconds", "loo_seconds", "loo_seconds_per_point", "cg_seconds", "lissa_seconds",
+    # CNN records (not in the tiny config)
+    "hvp_seconds", "control_seconds", "seconds_per_step", "train_seconds_per_step", "influence_seconds",
+}
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def _outputs(wd):
+    return sorted(str(p.relative_to(wd)) for d in ("results", "resources/datasets")
+                  for p in (wd / d).rglob("*") if p.is_file())
+
+
+def test_tiny_rerun_is_bitwise_identical(tiny, tmp_path):
+    """The tiny config run again in a fresh copy on the same input files: every .pt, .csv,
+    figure (PNG, PDF), Markdown and dataset file has the same bytes; JSON files are equal
+    without the TIMING_KEYS fields; files named *timings* hold only wall-clock times."""
+    wd = copy_workflow(tmp_path / "again")
+    shutil.copytree(tiny / "resources" / "mnist", wd / "resources" / "mnist")
+    res = run_snakemake(wd, "--cores", "2", "--configfile", "config/tiny.yaml")
+    assert res.returncode == 0, res.stdout[-6000:]
+    files = _outputs(tiny)
+    assert files == _outputs(wd)
+    timing_files = [f for f in files if "timings" in f.rsplit("/", 1)[-1]]
+    assert "results/timings.csv" in timing_files
+    assert "results/tiny_mnist/loo/shards/1-of-2.timings.json" in timing_files
+    kinds = {f.rsplit(".", 1)[-1] for f in files}
+    assert {"pt", "csv", "png", "pdf", "md", "json"} <= kinds
+    differ = []
+    for f in files:
+        a, b = (tiny / f).read_bytes(), (wd / f).read_bytes()
+        if f in timing_files or a == b:
+            continue
+        if f.endswith(".json") and _without_timings(json.loads(a)) == _without_timings(json.loads(b)):
+            continue
+        differ.append(f)
+    assert differ == [], differ
+    with open(wd / "results" / "timings.csv", newline="") as fh:
+        cols = next(csv.reader(fh))
+    assert cols[:4] == ["experiment", "test_index", "panel", "method"]
+    assert len(cols) == 8 and all("seconds" in c for c in cols[4:])

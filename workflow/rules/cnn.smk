@@ -74,6 +74,7 @@ rule cnn_loo_shard:
         selections=test_files("results/{experiment}/select/test_{test}.csv"),
     output:
         shard="results/{experiment}/cnn/loo/shards/{scatteritem}.pt",
+        timings="results/{experiment}/cnn/loo/shards/{scatteritem}.timings.json",
     log:
         "logs/cnn_loo_shard/{experiment}/{scatteritem}.log",
     benchmark:
@@ -99,6 +100,7 @@ rule cnn_control:
         state=cnn_state,
     output:
         shard="results/{experiment}/cnn/loo/control.pt",
+        timings="results/{experiment}/cnn/loo/control.timings.json",
     log:
         "logs/cnn_control/{experiment}.log",
     benchmark:
@@ -120,7 +122,9 @@ rule cnn_gather:
     "CNN: join the LOO shards and the control into actual loss changes."
     input:
         shards=gather.cnn_loo("results/{{experiment}}/cnn/loo/shards/{scatteritem}.pt"),
+        timings=gather.cnn_loo("results/{{experiment}}/cnn/loo/shards/{scatteritem}.timings.json"),
         control="results/{experiment}/cnn/loo/control.pt",
+        control_timings="results/{experiment}/cnn/loo/control.timings.json",
         selections=test_files("results/{experiment}/select/test_{test}.csv"),
     output:
         csv="results/{experiment}/cnn/loo/loo.csv",

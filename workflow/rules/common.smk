@@ -21,7 +21,12 @@ from infcore.config import (  # noqa: E402
     normalize,
     owners,
 )
-from infcore.data import mnist_counts, mnist_raw_files  # noqa: E402
+from infcore.data import (  # noqa: E402
+    MnistFileError,
+    mnist_counts,
+    mnist_raw_dir,
+    mnist_raw_files,
+)
 
 
 def validate_config(cfg):
@@ -38,7 +43,7 @@ def validate_config(cfg):
         raise WorkflowError(f"Invalid config at {where or '(top level)'}: {ve.message}") from None
     try:
         check_config(cfg, mnist_counts(cfg["mnist_root"]))
-    except ConfigError as err:
+    except (ConfigError, MnistFileError) as err:
         raise WorkflowError(str(err)) from None
 
 

@@ -1,19 +1,23 @@
-# Datasets: MNIST through torchvision (downloaded once into mnist_root) or seeded random data.
+# Datasets: MNIST (read and checked from its .gz files by infcore.data) or seeded random data.
 
 
-# The raw MNIST files are a job's outputs only while they are missing. Once they exist no rule
-# produces them, so no rerun trigger (--forceall, a touched script) can make Snakemake delete
-# them before a job; replacing them (e.g. fake by real files) still reruns the data rule.
-if not all(p.exists() for p in mnist_raw_files(config["mnist_root"])):
+# One mnist_download job per missing raw MNIST file. A file that exists is no job's output, so
+# Snakemake never deletes it before a job or after a failed one (a failed offline download
+# keeps the files already copied there), and no rerun trigger (--forceall, a touched script)
+# can remove it; replacing files (e.g. fake by real ones) still reruns the data rule.
+MNIST_MISSING = [p.name for p in mnist_raw_files(config["mnist_root"]) if not p.exists()]
+if MNIST_MISSING:
 
     rule mnist_download:
-        "Download the raw MNIST files through torchvision (defined only while missing)."
+        "Download one missing raw MNIST file, kept only if its MD5 is the canonical one."
         output:
-            [str(p) for p in mnist_raw_files(config["mnist_root"])],
+            str(mnist_raw_dir(config["mnist_root"]) / "{mnist_file}"),
         log:
-            "logs/mnist_download/mnist.log",
+            "logs/mnist_download/{mnist_file}.log",
         benchmark:
-            "benchmarks/mnist_download/mnist.tsv"
+            "benchmarks/mnist_download/{mnist_file}.tsv"
+        wildcard_constraints:
+            mnist_file=name_regex(MNIST_MISSING),
         localrule: True  # needs the network: runs on the submit host
         conda:
             "../../envs/torch.yaml"

@@ -76,6 +76,8 @@ rule summary:
             labels={"table": "summary"},
         ),
         md="results/summary.md",
+        timings_csv="results/timings.csv",
+        timings_md="results/timings.md",
     log:
         "logs/summary/summary.log",
     conda:

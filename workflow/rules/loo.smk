@@ -37,6 +37,7 @@ rule loo_shard:
         factor=factor_path,
     output:
         shard="results/{experiment}/loo/shards/{scatteritem}.pt",
+        timings="results/{experiment}/loo/shards/{scatteritem}.timings.json",
     log:
         "logs/loo_shard/{experiment}/{scatteritem}.log",
     benchmark:
@@ -59,6 +60,7 @@ rule loo_gather:
     "Join the LOO shards into the actual test-loss changes (loo.csv)."
     input:
         shards=gather.loo("results/{{experiment}}/loo/shards/{scatteritem}.pt"),
+        timings=gather.loo("results/{{experiment}}/loo/shards/{scatteritem}.timings.json"),
     output:
         csv="results/{experiment}/loo/loo.csv",
         info="results/{experiment}/loo/loo.json",

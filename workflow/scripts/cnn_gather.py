@@ -9,8 +9,9 @@ import wfio
 from infcore.steps import gather_loo
 
 log = wfio.setup(snakemake)
-shards = [wfio.load_torch(p) for p in snakemake.input.shards]
-rows, summary = gather_loo(shards, control=wfio.load_torch(snakemake.input.control))
+shards = [wfio.load_torch(p, timings=t) for p, t in zip(snakemake.input.shards, snakemake.input.timings, strict=True)]
+control = wfio.load_torch(snakemake.input.control, timings=snakemake.input.control_timings)
+rows, summary = gather_loo(shards, control=control)
 for t, drift in summary["control_drift"].items():
     log.info("test %s: control drift L(control) - L(theta_hat) = %.4g", t, drift)
 log.info("%d points from %d shards, %.1f s of LOO training", summary["points"], summary["shards"],

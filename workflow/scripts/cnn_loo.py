@@ -20,4 +20,4 @@ else:
     remove = shard_indices(sel, shard, shards).tolist()
 d = load_data(s, snakemake.params.mnist_root)
 out = loo_runs(s, d, wfio.load_torch(snakemake.input.state), remove, log=log.info)
-wfio.save_torch(out, snakemake.output.shard)
+wfio.save_torch(out, snakemake.output.shard, timings=snakemake.output.timings)

@@ -14,7 +14,8 @@ rows = figure_rows(exp, t, wfio.load_csv(snakemake.input.selection), lissa_pred,
                    panels=panel_titles(snakemake.params.model))
 tp = {k: cg[k] for k in ("test_index", "label", "predicted_label", "correct", "p_label", "test_loss")}
 seconds = {"cg": cg["seconds"], "lissa": lissa["seconds"]}
-panels = [{**s, "seconds": seconds[s["method"]], **tp} for s in panel_stats(rows)]
+notes = {"cg": None, "lissa": lissa.get("note")}  # e.g. "not converged: depth 5,000, needs ~N"
+panels = [{**s, "seconds": seconds[s["method"]], "note": notes[s["method"]], **tp} for s in panel_stats(rows)]
 for p in panels:
     log.info("%s: Pearson %.4f, Spearman %.4f, slope %.4f, n %d", p["panel"], p["pearson"], p["spearman"],
              p["slope"], p["n_points"])

@@ -1,11 +1,12 @@
-"""Rule mnist_download: the four MNIST files via torchvision (downloads only what is missing)."""
+"""Rule mnist_download: fetch one missing MNIST file; it takes its name only once its MD5 is
+the canonical one (mirrors: infcore.data.mnist_mirrors, overridable by INFCORE_MNIST_MIRRORS)."""
 
 from pathlib import Path
 
 import wfio
-from infcore.data import download_mnist, md5sum
+from infcore.data import download_mnist, mnist_mirrors
 
 log = wfio.setup(snakemake)
-root = Path(snakemake.output[0]).parents[2]  # {root}/MNIST/raw/<file>
-for path in download_mnist(root):
-    log.info("%s (%d bytes, md5 %s)", path, path.stat().st_size, md5sum(path))
+path = Path(snakemake.output[0])
+root = path.parents[2]  # {root}/MNIST/raw/<file>
+download_mnist(root, names=[path.name], mirrors=mnist_mirrors(), log=log.info)

@@ -1,14 +1,21 @@
-"""Rule summary: one table across experiments, test points and methods (CSV and Markdown)."""
+"""Rule summary: one table across experiments, test points and methods (CSV and Markdown), and
+the wall-clock times of the same rows in their own table (results/timings.*)."""
 
 import wfio
-from infcore.tables import SUMMARY_COLUMNS, markdown_table, summary_rows
+from infcore.tables import SUMMARY_COLUMNS, TIMING_COLUMNS, markdown_table, summary_rows
 
 log = wfio.setup(snakemake)
 rows = summary_rows(wfio.load_json(p) for p in snakemake.input)
 wfio.save_csv(rows, snakemake.output.csv, columns=SUMMARY_COLUMNS)
 md = ("# Predicted vs actual change in test loss\n\n"
       "One row per experiment, test point and method: agreement between the influence-function prediction\n"
-      "and leave-one-out retraining over the top-k training points by |CG prediction|.\n\n"
+      "and leave-one-out retraining over the top-k training points by |CG prediction|. Wall-clock times:\n"
+      "results/timings.md.\n\n"
       + markdown_table(rows, SUMMARY_COLUMNS))
 wfio.save_text(md, snakemake.output.md)
+wfio.save_csv(rows, snakemake.output.timings_csv, columns=TIMING_COLUMNS)
+wfio.save_text("# Wall-clock seconds per experiment, test point and method\n\n"
+               "method: the CG or LiSSA solve; train: the fit; loo: all LOO retraining of the experiment\n"
+               "(and per retrained point). These differ between runs; every other output does not.\n\n"
+               + markdown_table(rows, TIMING_COLUMNS), snakemake.output.timings_md)
 log.info("%d rows", len(rows))

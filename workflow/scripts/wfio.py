@@ -138,17 +138,42 @@ def load_csv(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def save_torch(obj, path) -> None:
+def is_timing_key(key) -> bool:
+    """Entries named ``*seconds`` hold wall-clock timings (they differ between identical runs)."""
+    return str(key).endswith("seconds")
+
+
+def save_torch(obj, path, timings=None) -> None:
+    """``torch.save`` byte-for-byte repeatably: serialized in memory (the archive's inner
+    folder is then always ``archive``, not the random temporary file's name) and written
+    atomically. Timing entries (top-level keys ending in ``seconds``) never go into the .pt:
+    they go to the JSON file ``timings`` (whose name should say so), and without it a dict
+    holding them is refused."""
+    import io
+
     import torch
 
-    with atomic(path) as tmp:
-        torch.save(obj, tmp)
+    if isinstance(obj, dict) and any(is_timing_key(k) for k in obj):
+        keys = [k for k in obj if is_timing_key(k)]
+        if timings is None:
+            raise ValueError(f"{path}: timing entries {keys} would make the .pt differ between "
+                             "identical runs; pass timings=<path of a *.timings.json>")
+        save_json({k: obj[k] for k in keys}, timings)
+        obj = {k: v for k, v in obj.items() if not is_timing_key(k)}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        f.write(buf.getvalue())
 
 
-def load_torch(path):
+def load_torch(path, timings=None):
+    """A .pt written by :func:`save_torch`, with its timing entries from ``timings`` if given."""
     import torch
 
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if timings is not None:
+        obj.update(load_json(timings))
+    return obj
 
 
 def load_dataset(path):
@@ -162,6 +187,10 @@ def save_figure(fig, *paths) -> None:
     import matplotlib.pyplot as plt
 
     for p in paths:
+        fmt = Path(str(p)).suffix.lstrip(".")
+        # no creation date in PDFs (the rest of matplotlib's PDF and PNG output is
+        # deterministic), so a rerun writes the same bytes
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
         with atomic(p) as tmp:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=Path(str(p)).suffix.lstrip("."))
+            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=fmt, metadata=metadata)
     plt.close(fig)

@@ -21,10 +21,17 @@ def test_gradient(obj, theta: torch.Tensor, X_test: torch.Tensor, y_test: torch.
     return obj.data_grad(theta, X_test, y_test)
 
 
+# Default CG tolerance (relative residual) per dtype: float32 HVPs stall near 1e-7..1e-6.
+CG_TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
 def inverse_hvp_cg(obj, theta: torch.Tensor, g: torch.Tensor, damping: float = 0.0,
-                   tol: float = 1e-10, maxiter: int | None = 1000, preconditioner: str = "none",
+                   tol: float | None = None, maxiter: int | None = 1000, preconditioner: str = "none",
                    callback: Callable[[int, float], None] | None = None) -> CGResult:
     """``(H + damping I)^{-1} g`` by CG with autograd / closed-form HVPs on the full data.
+
+    ``tol=None`` takes ``CG_TOL[g.dtype]``: 1e-10 in float64, 1e-5 in float32 (whose round-off
+    floor is near 1e-6); other dtypes need an explicit ``tol``.
 
     ``preconditioner``: ``"kfac"`` (``kfac_preconditioner`` of the objective: Kronecker
     factored curvature), ``"curvature"`` (the Cholesky factor of the objective's curvature
@@ -34,6 +41,10 @@ def inverse_hvp_cg(obj, theta: torch.Tensor, g: torch.Tensor, damping: float = 0
     0``; every gradient is orthogonal to them), CG runs on ``H + U U^T``, which has the same
     solution for such right-hand sides and is definite.
     """
+    if tol is None and g.dtype not in CG_TOL:
+        raise ValueError(f"no default CG tolerance for {g.dtype}: use float64 (tol 1e-10) or "
+                         "float32 (1e-5), or pass tol")
+    tol = CG_TOL[g.dtype] if tol is None else tol
     U = obj.null_space() if hasattr(obj, "null_space") else None
     pre = None
     if preconditioner == "kfac":

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 X_LABEL = "Actual diff in test loss"
+NOTE_COLOR = "#b03a2e"  # the note (e.g. LiSSA not converged) and the edge of its stats box
 Y_LABEL = "Predicted diff in test loss"
 COLORS = {"Linear (exact)": "#1f77b4", "Linear (approx)": "#2ca02c", "CNN": "#d62728",
           "CNN (controlled)": "#9467bd"}
@@ -66,7 +67,14 @@ def influence_panel(ax, actual, predicted, title: str, stats: dict | None = None
     ax.xaxis.set_major_formatter(_scaled(e))
     ax.yaxis.set_major_formatter(_scaled(e))
     ax.tick_params(labelsize=8)
-    ax.set_title(title, fontsize=11)
+    note = (stats or {}).get("note")  # e.g. LiSSA "not converged: depth 5,000, needs ~11,511"
+    if note:  # in red between the title and the axes, where it hides no data
+        lines = note.split("; ")
+        ax.text(0.5, 1.015, "\n".join(lines), transform=ax.transAxes, ha="center", va="bottom",
+                fontsize=8, color=NOTE_COLOR)
+        ax.set_title(title, fontsize=11, pad=6 + 11 * len(lines))
+    else:
+        ax.set_title(title, fontsize=11)
     ax.set_xlabel(X_LABEL + unit, fontsize=9)
     ax.set_ylabel(Y_LABEL + unit, fontsize=9)
     if stats:
@@ -74,7 +82,8 @@ def influence_panel(ax, actual, predicted, title: str, stats: dict | None = None
                 f"points: {stats['n_points']}")
         x, y, ha, va = stats_corner(actual, predicted, lo, hi)
         ax.text(x, y, text, transform=ax.transAxes, va=va, ha=ha, fontsize=8.5,
-                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.8", "alpha": 0.9})
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": NOTE_COLOR if note else "0.8",
+                      "alpha": 0.9})
 
 
 def stats_corner(actual, predicted, lo: float, hi: float) -> tuple[float, float, str, str]:

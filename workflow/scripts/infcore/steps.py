@@ -13,6 +13,7 @@ when training point i is removed; theta_-i is the certified optimum without poin
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -25,6 +26,7 @@ from .influence import (
     largest_example_eigenvalue,
     predicted_loss_change,
 )
+from .lissa_diagnostics import LissaConvergenceWarning, lissa_diagnostics, panel_note
 from .loo import chord_factor, loo_retrain
 from .objective import LogisticObjective
 from .progress import CGProgress, Log, Progress
@@ -156,7 +158,9 @@ def influence_lissa(obj, theta, ds, t: int, idx: torch.Tensor, lissa: dict,
                     log: Log = print) -> tuple[torch.Tensor, dict]:
     """LiSSA predictions at test point t for the training points ``idx``; diagnostics include
     the scale, power-iteration estimate of the largest Hessian eigenvalue (full data, with
-    damping), the largest single-point eigenvalue (logistic: closed form) and the norm trace.
+    damping), the largest single-point eigenvalue (logistic: closed form), the norm trace and,
+    under ``convergence``, :func:`infcore.lissa_diagnostics.lissa_diagnostics`' verdict on
+    them (a :class:`LissaConvergenceWarning` per problem it finds; ``note`` marks the panel).
     """
     g = obj.data_grad(theta, ds.X_test[t:t + 1], ds.y_test[t:t + 1])
     t0 = time.perf_counter()
@@ -169,15 +173,17 @@ def influence_lissa(obj, theta, ds, t: int, idx: torch.Tensor, lissa: dict,
     eig_seconds = time.perf_counter() - t0
     log(f"largest eigenvalue of H + damping I: {lam_full:.4g} (power iteration); largest single-point "
         f"eigenvalue: {lam_point if lam_point is None else f'{lam_point:.4g}'}; scale = {lissa['scale']:g}")
-    if lam_point is not None and lissa["batch_size"] == 1 and lissa["scale"] <= lam_point / 2:
-        log(f"note: scale {lissa['scale']:g} is below half the largest single-point eigenvalue "
-            f"{lam_point:.4g}: steps that sample such points expand the iterate (the run stops with "
-            "an error if it diverges)")
     res = inverse_hvp_lissa(obj, theta, g, depth=lissa["depth"], scale=lissa["scale"],
                             repeats=lissa["repeats"], batch_size=lissa["batch_size"],
                             damping=lissa["damping"], seed=lissa["seed"],
                             progress=Progress(log, "LiSSA", lissa["depth"], unit="steps"))
     pred = predicted_loss_change(obj, theta, res.x, idx)
+    check = lissa_diagnostics(scale=lissa["scale"], depth=lissa["depth"], batch_size=lissa["batch_size"],
+                              l2=obj.l2, damping=lissa["damping"], largest_eigenvalue=lam_full,
+                              largest_example_eigenvalue=lam_point, norm_trace=res.norm_trace)
+    log(f"LiSSA: {check['status']}; contraction regime {check['contraction_regime']}")
+    for w in check["warnings"]:
+        warnings.warn(f"LiSSA at test point {t}: {w}", LissaConvergenceWarning, stacklevel=2)
     trace = res.norm_trace
     step = max(1, len(trace) // 100)
     diag = {
@@ -192,6 +198,8 @@ def influence_lissa(obj, theta, ds, t: int, idx: torch.Tensor, lissa: dict,
         "s_test_norm": float(res.x.norm()),
         "repeat_spread": float((res.per_repeat - res.x[:, None]).norm(dim=0).mean() / max(float(res.x.norm()), 1e-300)),
         "n_points": int(idx.numel()),
+        "convergence": check,
+        "note": panel_note(check),
     }
     log(f"LiSSA: {res.seconds:.1f} s, final norm {diag['final_norm']:.4g}, relative spread over repeats "
         f"{diag['repeat_spread']:.3g}")

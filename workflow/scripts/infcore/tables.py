@@ -29,9 +29,14 @@ def panel_titles(model: str) -> dict:
     """Panel title by method for an experiment of the pipeline rules."""
     return CERTIFIED_CNN_PANELS if model == "cnn" else PANELS
 
+# The summary holds results only (byte-identical on a rerun); the wall-clock times of the same
+# rows go to a separate timings table (TIMING_COLUMNS).
 SUMMARY_COLUMNS = [
     "experiment", "model", "test_index", "label", "predicted_label", "correct", "test_loss",
-    "panel", "method", "pearson", "spearman", "slope", "n_points", "top_k", "n_train",
+    "panel", "method", "pearson", "spearman", "slope", "n_points", "top_k", "n_train", "note",
+]
+TIMING_COLUMNS = [
+    "experiment", "test_index", "panel", "method",
     "method_seconds", "train_seconds", "loo_seconds", "loo_seconds_per_point",
 ]
 
@@ -149,7 +154,8 @@ def panel_stats(rows: Sequence[dict]) -> list[dict]:
 
 
 def summary_rows(figure_records: Iterable[dict]) -> list[dict]:
-    """Flatten experiment figure JSONs (``panels`` list + experiment fields) into summary rows."""
+    """Flatten experiment figure JSONs (``panels`` list + experiment fields) into summary rows
+    (the fields of ``SUMMARY_COLUMNS`` and ``TIMING_COLUMNS``)."""
     rows = []
     for rec in figure_records:
         timings = rec.get("timings", {})
@@ -170,6 +176,7 @@ def summary_rows(figure_records: Iterable[dict]) -> list[dict]:
                 "n_points": p["n_points"],
                 "top_k": rec.get("top_k"),
                 "n_train": rec.get("n_train"),
+                "note": p.get("note"),
                 "method_seconds": p.get("seconds"),
                 "train_seconds": timings.get("train_seconds"),
                 "loo_seconds": timings.get("loo_seconds"),
@@ -210,7 +217,8 @@ def paper_rows(panels: Sequence[dict]) -> list[dict]:
     """Rows of the Figure 2 table: our Pearson R next to the paper's, per panel.
 
     Each panel dict: panel, pearson, spearman, slope, n_points, top_k, n_train, test_index,
-    experiment, and ``seconds`` (a dict step -> seconds).
+    experiment, ``note`` (e.g. LiSSA not converged; optional) and ``seconds`` (a dict step ->
+    seconds).
     """
     out = []
     for p in panels:
@@ -225,12 +233,14 @@ def paper_rows(panels: Sequence[dict]) -> list[dict]:
             "top_k": p.get("top_k"),
             "test_index": p.get("test_index"),
             "experiment": p.get("experiment"),
+            "note": p.get("note"),
             "seconds": ", ".join(f"{k} {v:.3g}" for k, v in secs.items() if v is not None),
         })
     return out
 
 
+# The Figure 2 table (figure2.md) holds results only; a row's ``seconds`` stays in figure2.json.
 PAPER_HEADERS = ["Panel", "Pearson R (ours)", "Pearson R (paper)", "Spearman", "Slope", "n (train)",
-                 "k (retrained)", "Test index", "Experiment", "Seconds per step"]
+                 "k (retrained)", "Test index", "Experiment", "Note"]
 PAPER_COLUMNS = ["panel", "pearson", "paper_pearson", "spearman", "slope", "n_train", "top_k",
-                 "test_index", "experiment", "seconds"]
+                 "test_index", "experiment", "note"]
