@@ -371,7 +371,7 @@ class LooSolver:
         idx = idx_all[b.pos]
         steps[b.pos] += 1
         st = steps[b.pos]
-        newton = (st > self.newton_after) & (obj.dim <= self.newton_max_dim)
+        newton = (st > self.newton_after) & (obj.dim <= self.newton_max_dim) & obj.convex
         if newton.all():
             b.T -= self._newton_steps(b.T, idx, b.G)
         else:
@@ -400,6 +400,8 @@ class LooSolver:
         p32[b.pos[~exact]] += 1
         gmax[b.pos[exact]] = gm[exact]
         finished = (exact & (gm <= tol)) | (st >= max_steps)
+        if not obj.convex:  # a growing gradient: trust-region Newton takes over (_finish_nonconvex)
+            finished |= b.rho > 2.0
         return b.select(~finished), b.select(finished)
 
     def _coupled_dims(self) -> torch.Tensor | None:
