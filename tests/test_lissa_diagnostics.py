@@ -103,6 +103,20 @@ def test_damping_raises_the_bound_and_divergent_scale_is_named():
     assert "diverges even in expectation" in d["warnings"][0]
 
 
+def test_non_convex_objective_has_no_depth_bound():
+    rising = [(s, 1.0 + 0.01 * s) for s in range(1, 101)]
+    flat = [(s, 2.0) for s in range(1, 101)]
+    kw = dict(scale=10.0, depth=1000, batch_size=1, l2=0.001, damping=0.0, largest_eigenvalue=0.2,
+              largest_example_eigenvalue=None, convex=False)
+    d = lissa_diagnostics(norm_trace=flat, **kw)
+    assert d["lambda_min_bound"] is None and d["depth_needed"] is None and d["remaining_slowest"] is None
+    assert d["converged"] is True and d["status"] == "converged"
+    assert any("non-convex objective: no lower bound on lambda_min" in w for w in d["warnings"])
+    assert panel_note(d) is None  # single-point eigenvalue unknown: not known to be violated
+    d = lissa_diagnostics(norm_trace=rising, **kw)
+    assert d["converged"] is False and d["status"] == "not converged: norm still changing +5.1% at depth 1,000"
+
+
 def test_small_problem_at_l2_0001_is_truncated_and_flagged():
     """A real LiSSA run on a small logistic problem: at L2 0.001 the depth is far too short
     (its estimate is 39% off the CG solution) and the diagnostics say so; at L2 0.1 it has

@@ -83,8 +83,8 @@ def _int(n: int | None) -> str:
 
 def lissa_diagnostics(*, scale: float, depth: int, batch_size: int, l2: float, damping: float,
                       largest_eigenvalue: float, largest_example_eigenvalue: float | None,
-                      norm_trace: Sequence[Sequence[float]], depth_tol: float = DEPTH_TOL,
-                      trace_tol: float = TRACE_TOL) -> dict:
+                      norm_trace: Sequence[Sequence[float]], convex: bool = True,
+                      depth_tol: float = DEPTH_TOL, trace_tol: float = TRACE_TOL) -> dict:
     """Contraction regime, the depth the smallest-eigenvalue bound needs and the norm-trace
     check of one LiSSA run, with a verdict.
 
@@ -95,18 +95,20 @@ def lissa_diagnostics(*, scale: float, depth: int, batch_size: int, l2: float, d
         largest_example_eigenvalue: largest single-point Hessian eigenvalue plus damping (None
             when unknown).
         norm_trace: ``(step, mean iterate norm / scale)`` pairs of the run.
+        convex: whether the data loss is convex. If not (the certified CNN), ``l2 + damping``
+            bounds nothing, so there is no ``depth_needed`` and only the norm trace decides.
 
     Returns a dict: ``lambda_min_bound``, ``contraction_regime``, ``contraction_factor``
     (``rho``), ``remaining_slowest`` (``rho^depth``), ``depth_needed``, ``depth_tol``,
     ``tail_growth``, ``trace_tol``, ``converged`` (depth >= depth_needed and the trace flat),
     ``status`` ("converged" or "not converged: depth D, needs ~N") and ``warnings``.
     """
-    lam_min = float(l2) + float(damping)
+    lam_min = float(l2) + float(damping) if convex else None
     regime = contraction_regime(scale, largest_eigenvalue, largest_example_eigenvalue)
-    rho = contraction_factor(scale, lam_min, largest_eigenvalue)
-    need = depth_needed(rho, depth_tol)
+    rho = contraction_factor(scale, lam_min, largest_eigenvalue) if convex else None
+    need = depth_needed(rho, depth_tol) if convex else None
     growth = tail_growth(norm_trace)
-    deep_enough = need is not None and depth >= need
+    deep_enough = (need is not None and depth >= need) if convex else True
     flat = abs(growth) <= trace_tol
     warnings = []
     if regime == "divergent":
@@ -122,6 +124,9 @@ def lissa_diagnostics(*, scale: float, depth: int, batch_size: int, l2: float, d
                 f"{largest_example_eigenvalue:.4g}: steps that sample such a point expand the iterate "
                 + ("(batch size 1: the contraction condition is violated)" if batch_size == 1 else
                    f"(batch size {batch_size}: contraction per step not guaranteed)"))
+    if not convex:
+        warnings.append("non-convex objective: no lower bound on lambda_min, so the depth needed "
+                        "is unknown; only the norm trace is checked")
     if not deep_enough:
         warnings.append(
             f"depth {depth:,} is below the ~{_int(need)} steps that (1 - lambda_min/scale)^depth <= "
@@ -139,10 +144,12 @@ def lissa_diagnostics(*, scale: float, depth: int, batch_size: int, l2: float, d
         status = f"not converged: norm still changing {growth:+.1%} at depth {depth:,}"
     return {
         "lambda_min_bound": lam_min,
-        "lambda_min_source": "l2 + damping (H >= l2 I for a convex data loss)",
+        "lambda_min_source": "l2 + damping (H >= l2 I for a convex data loss)" if convex else
+        "none (non-convex objective)",
         "contraction_regime": regime,
+        "largest_example_eigenvalue": largest_example_eigenvalue,
         "contraction_factor": rho,
-        "remaining_slowest": rho ** depth,
+        "remaining_slowest": None if rho is None else rho ** depth,
         "depth_needed": need,
         "depth_tol": depth_tol,
         "tail_growth": growth,
@@ -154,11 +161,11 @@ def lissa_diagnostics(*, scale: float, depth: int, batch_size: int, l2: float, d
 
 
 def panel_note(diag: dict) -> str | None:
-    """The mark of a LiSSA panel in tables and figures: its ``status`` unless converged, with
-    the regime when single steps may expand; None for a converged run in per-step regime."""
+    """The mark of a LiSSA panel in tables and figures: its ``status`` unless converged, and
+    the regime when single steps are known to expand (or the mean diverges); None otherwise."""
     notes = [] if diag.get("converged") else [diag["status"]]
     regime = diag.get("contraction_regime")
-    if regime == "expected_only":
+    if regime == "expected_only" and diag.get("largest_example_eigenvalue") is not None:
         notes.append("scale below single-point eigenvalue")
     elif regime == "divergent":
         notes.append("scale below lambda_max / 2")

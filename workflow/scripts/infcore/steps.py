@@ -180,7 +180,8 @@ def influence_lissa(obj, theta, ds, t: int, idx: torch.Tensor, lissa: dict,
     pred = predicted_loss_change(obj, theta, res.x, idx)
     check = lissa_diagnostics(scale=lissa["scale"], depth=lissa["depth"], batch_size=lissa["batch_size"],
                               l2=obj.l2, damping=lissa["damping"], largest_eigenvalue=lam_full,
-                              largest_example_eigenvalue=lam_point, norm_trace=res.norm_trace)
+                              largest_example_eigenvalue=lam_point, norm_trace=res.norm_trace,
+                              convex=obj.convex)
     log(f"LiSSA: {check['status']}; contraction regime {check['contraction_regime']}")
     for w in check["warnings"]:
         warnings.warn(f"LiSSA at test point {t}: {w}", LissaConvergenceWarning, stacklevel=2)
