@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import torch
-from infcore.data import mnist_raw_dir, mnist_raw_files
+from infcore.mnist import mnist_raw_dir, mnist_raw_files
 
 
 def write_idx(path: str | Path, array: torch.Tensor) -> None:

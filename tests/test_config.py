@@ -128,7 +128,7 @@ def test_config_and_data_helpers_import_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import infcore.config, infcore.data; "
+    code = ("import sys; import infcore.config, infcore.data, infcore.mnist; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=str(__import__("pathlib").Path(__file__).parents[1] / "workflow" / "scripts"))

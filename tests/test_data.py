@@ -13,17 +13,14 @@ import pytest
 import torch
 from fake_mnist import write_fake_mnist, write_idx
 from infcore.data import (
-    MNIST_FILES,
     Dataset,
     load_mnist,
     load_small_mnist,
     make_dataset,
     make_random,
-    mnist_counts,
-    mnist_raw_files,
-    read_idx_count,
     small_mnist_indices,
 )
+from infcore.mnist import MNIST_FILES, mnist_counts, mnist_raw_files, read_idx_count
 
 SHARED_MNIST = Path(os.environ.get("INFCORE_MNIST_RAW", "/work/shared/data/MNIST/raw"))
 

@@ -130,7 +130,7 @@ def test_rule_parser_sees_every_rule():
     import yaml
 
     cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text()) if (REPO / "config" / "tiny.yaml").exists() else {}
-    from infcore.data import mnist_raw_files
+    from infcore.mnist import mnist_raw_files
 
     if all(p.exists() for p in mnist_raw_files(REPO / cfg.get("mnist_root", "resources/mnist"))):
         expected.discard("mnist_download")

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 from fake_mnist import write_fake_mnist, write_idx
-from infcore.data import MNIST_FILES, download_mnist, load_mnist, mnist_raw_files
+from infcore.data import load_mnist
+from infcore.mnist import MNIST_FILES, download_mnist, mnist_raw_files
 
 SHARED_MNIST = Path(os.environ.get("INFCORE_MNIST_RAW", "/work/shared/data/MNIST/raw"))
 HAVE_REAL = all((SHARED_MNIST / n).is_file() for n in MNIST_FILES)
@@ -152,7 +153,7 @@ BAD_FILES = [
 
 @pytest.mark.parametrize("name,breaker,expected", [c[1:] for c in BAD_FILES], ids=[c[0] for c in BAD_FILES])
 def test_bad_file_is_refused_naming_it(tmp_path, name, breaker, expected):
-    from infcore.data import MnistFileError
+    from infcore.mnist import MnistFileError
 
     raw = write_fake(tmp_path, 120, 30, seed=0)
     breaker(raw, raw / name)
@@ -169,7 +170,7 @@ def test_bad_file_is_refused_naming_it(tmp_path, name, breaker, expected):
 
 def test_config_check_counts_come_from_the_archives(tmp_path):
     """mnist_counts (the Snakefile's config check) reads the .gz, not a stale unpacked copy."""
-    from infcore.data import mnist_counts
+    from infcore.mnist import mnist_counts
 
     raw = write_fake(tmp_path, 120, 30, seed=0)
     (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big"))
@@ -204,7 +205,7 @@ def _mirror(tmp_path: Path, files: dict[str, bytes]) -> str:
 
 
 def test_downloaded_file_with_wrong_md5_is_not_kept(tmp_path):
-    from infcore.data import MnistDownloadError
+    from infcore.mnist import MnistDownloadError
 
     bad = _mirror(tmp_path, {n: b"\x1f\x8b not the file" for n in MNIST_FILES})
     with pytest.raises(MnistDownloadError) as exc:
@@ -218,7 +219,7 @@ def test_downloaded_file_with_wrong_md5_is_not_kept(tmp_path):
 
 @needs_real
 def test_download_from_a_mirror_checks_and_keeps(tmp_path):
-    from infcore.data import read_mnist
+    from infcore.mnist import read_mnist
 
     raw = tmp_path / "root" / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -237,7 +238,7 @@ def test_download_from_a_mirror_checks_and_keeps(tmp_path):
 
 
 def test_mirrors_from_the_environment():
-    from infcore.data import MNIST_MIRRORS, mnist_mirrors
+    from infcore.mnist import MNIST_MIRRORS, mnist_mirrors
 
     assert mnist_mirrors({}) == MNIST_MIRRORS
     assert mnist_mirrors({"INFCORE_MNIST_MIRRORS": "file:///a/b http://h/x/ "}) == (

@@ -21,7 +21,7 @@ from infcore.config import (  # noqa: E402
     normalize,
     owners,
 )
-from infcore.data import (  # noqa: E402
+from infcore.mnist import (  # noqa: E402
     MnistFileError,
     mnist_counts,
     mnist_raw_dir,

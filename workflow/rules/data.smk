@@ -1,4 +1,4 @@
-# Datasets: MNIST (read and checked from its .gz files by infcore.data) or seeded random data.
+# Datasets: MNIST (read and checked from its .gz files by infcore.mnist) or seeded random data.
 
 
 # One mnist_download job per missing raw MNIST file. A file that exists is no job's output, so

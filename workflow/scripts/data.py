@@ -9,7 +9,7 @@ log = wfio.setup(snakemake)
 settings = snakemake.params.dataset
 mnist = snakemake.input.mnist
 root = Path(mnist[0]).parents[2] if mnist else None  # {root}/MNIST/raw/<file>
-ds = make_dataset(settings, mnist_root=root)  # MNIST: files checked (infcore.data.read_mnist)
+ds = make_dataset(settings, mnist_root=root)  # MNIST: files checked (infcore.mnist.read_mnist)
 info = {"settings": settings, **ds.describe()}
 log.info("dataset: %d train, %d test, %d features, %d classes", ds.n_train, ds.n_test, ds.n_features, ds.n_classes)
 if "canonical_files" in info:
