@@ -9,8 +9,8 @@ round-off, ~1e-15 relative; 1e-10 leaves room for summation order over a few hun
 import pytest
 import torch
 import torch.nn.functional as F
-from infcore.cnn.model import init_params
 from infcore.cnn.certified import CNNObjective
+from infcore.cnn.model import init_params
 from infcore.logistic import LogisticObjective
 from infcore.objective import Objective
 
