@@ -99,6 +99,13 @@ def factor_path(wildcards):
     return f"results/{MODEL_OWNER[wildcards.experiment]}/loo/chord_factor.pt"
 
 
+def cg_factor_input(wildcards):
+    """The LOO chord factor where CG uses it as its preconditioner (cg.preconditioner: chord)."""
+    if EXPERIMENTS[wildcards.experiment]["cg"]["preconditioner"] == "chord":
+        return factor_path(wildcards)
+    return []
+
+
 def train_info_path(wildcards):
     return f"results/{MODEL_OWNER[wildcards.experiment]}/train/train.json"
 

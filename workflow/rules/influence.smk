@@ -7,6 +7,7 @@ rule influence_cg:
     input:
         dataset=dataset_path,
         theta=theta_path,
+        factor=cg_factor_input,
     output:
         pred="results/{experiment}/influence_cg/test_{test}.pt",
         info="results/{experiment}/influence_cg/test_{test}.json",

@@ -2,7 +2,7 @@
 
 import wfio
 from infcore.plotting import influence_figure, panel_groups, point_title
-from infcore.tables import figure_rows, panel_stats, panel_titles
+from infcore.tables import figure_rows, panel_stats, panel_titles, uncertified_note
 
 log = wfio.setup(snakemake)
 exp, t = snakemake.wildcards.experiment, int(snakemake.wildcards.test)
@@ -10,11 +10,12 @@ cg = wfio.load_json(snakemake.input.cg_info)
 lissa = wfio.load_json(snakemake.input.lissa_info)
 loo = wfio.load_json(snakemake.input.loo_info)
 lissa_pred = {int(r["train_index"]): float(r["predicted"]) for r in wfio.load_csv(snakemake.input.lissa)}
-rows = figure_rows(exp, t, wfio.load_csv(snakemake.input.selection), lissa_pred, wfio.load_csv(snakemake.input.loo),
-                   panels=panel_titles(snakemake.params.model))
+selection, loo_rows = wfio.load_csv(snakemake.input.selection), wfio.load_csv(snakemake.input.loo)
+rows = figure_rows(exp, t, selection, lissa_pred, loo_rows, panels=panel_titles(snakemake.params.model))
 tp = {k: cg[k] for k in ("test_index", "label", "predicted_label", "correct", "p_label", "test_loss")}
 seconds = {"cg": cg["seconds"], "lissa": lissa["seconds"]}
-notes = {"cg": None, "lissa": lissa.get("note")}  # e.g. "not converged: depth 5,000, needs ~N"
+loo_note = uncertified_note(t, selection, loo_rows)  # non-convex LOO: points not certified
+notes = {"cg": loo_note, "lissa": "; ".join(n for n in (lissa.get("note"), loo_note) if n) or None}
 panels = [{**s, "seconds": seconds[s["method"]], "note": notes[s["method"]], **tp} for s in panel_stats(rows)]
 for p in panels:
     log.info("%s: Pearson %.4f, Spearman %.4f, slope %.4f, n %d", p["panel"], p["pearson"], p["spearman"],

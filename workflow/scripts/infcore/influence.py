@@ -27,7 +27,8 @@ CG_TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 def inverse_hvp_cg(obj, theta: torch.Tensor, g: torch.Tensor, damping: float = 0.0,
                    tol: float | None = None, maxiter: int | None = 1000, preconditioner: str = "none",
-                   callback: Callable[[int, float], None] | None = None) -> CGResult:
+                   callback: Callable[[int, float], None] | None = None,
+                   factor: torch.Tensor | None = None) -> CGResult:
     """``(H + damping I)^{-1} g`` by CG with autograd / closed-form HVPs on the full data.
 
     ``tol=None`` takes ``CG_TOL[g.dtype]``: 1e-10 in float64, 1e-5 in float32 (whose round-off
@@ -36,7 +37,9 @@ def inverse_hvp_cg(obj, theta: torch.Tensor, g: torch.Tensor, damping: float = 0
     ``preconditioner``: ``"kfac"`` (``kfac_preconditioner`` of the objective: Kronecker
     factored curvature), ``"curvature"`` (the Cholesky factor of the objective's curvature
     matrix ``C + diag(r) + U U^T + damping I``; with the exact Hessian as C, CG converges in
-    one or two iterations and its residual, computed with exact HVPs, certifies the solve).
+    one or two iterations and its residual, computed with exact HVPs, certifies the solve),
+    ``"chord"`` (the LOO chord matrix's Cholesky ``factor``, :func:`infcore.loo.chord_factor`:
+    the same curvature scaled by ``n/(n-1)``, formed once per model and shared with LOO).
     Fewer iterations, same answer. Where the objective has exact null directions U (``H U =
     0``; every gradient is orthogonal to them), CG runs on ``H + U U^T``, which has the same
     solution for such right-hand sides and is definite.
@@ -53,8 +56,13 @@ def inverse_hvp_cg(obj, theta: torch.Tensor, g: torch.Tensor, damping: float = 0
         pre = obj.kfac_preconditioner(theta, damping)
     elif preconditioner == "curvature":
         pre = curvature_preconditioner(obj, theta, damping)
+    elif preconditioner == "chord":
+        if factor is None:
+            raise ValueError("preconditioner 'chord' needs the LOO chord factor (factor=...)")
+        pre = factor_preconditioner(factor)
     elif preconditioner not in ("none", None):
-        raise ValueError(f"unknown preconditioner {preconditioner!r}; use 'none', 'kfac' or 'curvature'")
+        raise ValueError(f"unknown preconditioner {preconditioner!r}; use 'none', 'kfac', 'curvature' "
+                         "or 'chord'")
     matvec = obj.hvp_fn(theta) if hasattr(obj, "hvp_fn") else (lambda v: obj.hvp(theta, v))
     if U is not None:
         base = matvec
@@ -93,6 +101,12 @@ def curvature_preconditioner(obj, theta: torch.Tensor, damping: float = 0.0) -> 
         return out
 
     return apply
+
+
+def factor_preconditioner(L: torch.Tensor) -> Callable:
+    """``r -> (L L^T)^{-1} r`` in float64 from a lower Cholesky factor (any float dtype)."""
+    L64 = L.to(torch.float64)
+    return lambda r: torch.cholesky_solve(r.to(torch.float64)[:, None], L64)[:, 0].to(r.dtype)
 
 
 def minibatch_hvp(obj, theta: torch.Tensor, batch_size: int) -> Callable:

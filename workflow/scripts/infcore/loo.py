@@ -24,6 +24,11 @@ difference, far below what a chord step needs); a pass that may certify runs in 
 from scratch. Each point stops when a float64 pass gives ``max |grad F_-i| <= tol``, the
 certificate recorded per point. The Hessian that forms M is accumulated and factored in
 float32 (it only sets the step, not the answer).
+
+Non-convex objectives (``obj.convex`` False: the certified CNN) take no unglobalized step: each
+removed point runs L-BFGS on its own LOO objective from theta_hat with ``M^{-1}`` as the initial
+inverse Hessian and a line search that never leaves descent (``LooSolver._run_nonconvex``), to
+the same float64 certificate; the distance moved against the first chord step is the basin check.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class LooResult:
             chord step from theta_hat (the influence function's displacement when M is the
             exact Hessian); their ratio near 1 says the optimum is the one the influence
             function describes, in theta_hat's basin.
+        left_basin: (m,) non-convex objectives: the path went farther than ``BASIN_LIMIT``
+            first steps from theta_hat, where the point stops uncertified (reported, not
+            dropped): its optimum, if any, is not the one the influence function describes.
     """
 
     indices: torch.Tensor
@@ -64,6 +72,7 @@ class LooResult:
     passes32: torch.Tensor | None = None
     distance: torch.Tensor | None = None
     first_step: torch.Tensor | None = None
+    left_basin: torch.Tensor | None = None
 
     def summary(self) -> dict:
         m = int(self.indices.numel())
@@ -74,7 +83,14 @@ class LooResult:
         if self.passes64 is not None and m:
             out.update(mean_passes64=float(self.passes64.double().mean()),
                        mean_passes32=float(self.passes32.double().mean()))
+        if self.left_basin is not None:
+            out["left_basin"] = int(self.left_basin.sum())
         return out
+
+
+# Non-convex LOO: a path farther than this many first (influence) steps from theta_hat has left
+# the region the influence function describes; the point stops there, reported uncertified.
+BASIN_LIMIT = 5.0
 
 
 def chord_factor(obj, theta_hat: torch.Tensor,
@@ -188,8 +204,6 @@ class LooSolver:
         # contraction) is below tol * certify_margin
         self.certify_margin, self.rho0, self.rho_max = 1.0, 1e-2, 0.1
         self._Minv = self._keep = None
-        # non-convex objectives: the per-point trust-region fallback (see _finish_nonconvex)
-        self.tr_max_steps, self.tr_points = 40, []
         self.setup_seconds = time.perf_counter() - t0
         if log:
             what = "given chord factor" if factor is not None else f"Hessian {obj.dim}x{obj.dim} and Cholesky"
@@ -278,6 +292,8 @@ class LooSolver:
         if idx_all.numel() and (int(idx_all.min()) < 0 or int(idx_all.max()) >= n):
             raise IndexError(f"removed indices must lie in [0, {n}), got [{int(idx_all.min())}, {int(idx_all.max())}]")
         m_all = idx_all.numel()
+        if not obj.convex:
+            return self._run_nonconvex(idx_all, tol, max_steps, progress, t0)
         if chunk is None:  # bound the (n, chunk, k) probability block to ~512 MB
             chunk = max(1, min(256, (512 * 2**20) // (3 * 8 * n * getattr(obj, "n_classes", 10))))
         if self._Minv is None and self._use_inverse(m_all):
@@ -324,13 +340,8 @@ class LooSolver:
                 progress(done, m_all, f"{done}/{m_all} points, {rate:.2f} points/s, "
                          f"ETA {(m_all - done) / rate if rate > 0 else 0:.0f} s, "
                          f"max|grad| {float(gmax.max()):.2e}")
-        first = dist = None
-        if not obj.convex:  # the basin check's yardstick, and the fallback for stragglers
-            first = self._first_steps(idx_all)
-            self._finish_nonconvex(idx_all, thetas, gmax, steps, tol, progress)
-            dist = (thetas - self.theta_hat[None, :]).norm(dim=1)
         return LooResult(idx_all, thetas, gmax, steps, gmax <= tol, time.perf_counter() - t0,
-                         self.setup_seconds, p64, p32, dist, first)
+                         self.setup_seconds, p64, p32)
 
     def _first_steps(self, idx: torch.Tensor) -> torch.Tensor:
         """Norms of the first chord step from theta_hat, ``|M^{-1} grad F_-i(theta_hat)|`` (no
@@ -342,28 +353,92 @@ class LooSolver:
         G = (n * self.D_hat[None, :] - self.obj.point_grads(T, idx)) / (n - 1) + self.obj.reg_grad(T)
         return self._msolve(G).norm(dim=1)
 
-    def _finish_nonconvex(self, idx_all, thetas, gmax, steps, tol, progress) -> None:
-        """Non-convex objectives: a point the chord steps did not certify (the perturbation
-        of removing it is too large for one matrix, or the path met negative curvature) is
-        retrained by trust-region Newton on its own LOO objective (``obj.without(i)``, exact
-        Hessian, :func:`infcore.certify.certified_fit`) from theta_hat, which never leaves
-        descent; its certificate is the same full-batch float64 gradient max-norm."""
-        from .certify import certified_fit
-
-        bad = (gmax > tol).nonzero().reshape(-1).tolist()
-        for j, pos in enumerate(bad):
+    def _run_nonconvex(self, idx_all, tol, max_steps, progress, t0) -> LooResult:
+        """Non-convex objectives: every removed point descends its own LOO objective
+        (``obj.without(i)``) from theta_hat by L-BFGS whose initial inverse Hessian is the
+        chord matrix ``M^{-1}`` (the curvature at theta_hat), with a backtracking line search
+        that never leaves descent: the first iteration is the chord (influence) step, later
+        ones correct M by the secant pairs of the point's own path, so a point whose
+        perturbation is too large for one matrix still converges, without forming its Hessian.
+        The certificate is the same float64 full-batch ``max |grad F_-i|``; ``steps`` counts
+        iterations, ``passes64`` loss-and-gradient evaluations."""
+        m_all = idx_all.numel()
+        thetas = self.theta_hat[None, :].repeat(m_all, 1)
+        gmax = torch.zeros(m_all, dtype=self.theta_hat.dtype)
+        steps = torch.zeros(m_all, dtype=torch.long)
+        evals = torch.zeros(m_all, dtype=torch.long)
+        left = torch.zeros(m_all, dtype=torch.bool)
+        first = self._first_steps(idx_all)
+        for pos in range(m_all):
             i = int(idx_all[pos])
-            res = certified_fit(self.obj.without(i), self.theta_hat, tol=tol, max_lbfgs=0,
-                                max_newton=self.tr_max_steps)
-            thetas[pos], gmax[pos] = res.theta, res.grad_maxnorm
-            steps[pos] += res.newton_steps
-            self.tr_points.append({"train_index": i, "newton_steps": res.newton_steps,
-                                   "grad_maxnorm": res.grad_maxnorm,
-                                   "local_minimum": res.spectrum.positive_definite,
-                                   "hessian_min_eigenvalue": res.spectrum.lam_min})
+            th, gm, it, ne, out = self._precond_lbfgs(self.obj.without(i), tol, max_steps,
+                                                      BASIN_LIMIT * float(first[pos]))
+            thetas[pos], gmax[pos], steps[pos], evals[pos], left[pos] = th, gm, it, ne, out
             if progress is not None:
-                progress(j + 1, len(bad), f"trust-region Newton for point {i}: {res.newton_steps} steps, "
-                         f"max|grad| {res.grad_maxnorm:.2e}")
+                el = time.perf_counter() - t0
+                rate = (pos + 1) / el if el > 0 else float("inf")
+                progress(pos + 1, m_all, f"{pos + 1}/{m_all} points, {rate:.2f} points/s, "
+                         f"ETA {(m_all - pos - 1) / rate if rate > 0 else 0:.0f} s; point {i}: "
+                         f"{it} L-BFGS iterations, max|grad| {gm:.2e}"
+                         + (f" (left the basin: > {BASIN_LIMIT:g} influence steps away)" if out else ""))
+        dist = (thetas - self.theta_hat[None, :]).norm(dim=1)
+        return LooResult(idx_all, thetas, gmax, steps, gmax <= tol, time.perf_counter() - t0,
+                         self.setup_seconds, evals, torch.zeros_like(evals), dist, first, left)
+
+    def _precond_lbfgs(self, f_obj, tol: float, max_iter: int, max_distance: float = float("inf"),
+                       history: int = 20):
+        """L-BFGS on ``f_obj`` from theta_hat, ``H0 = M^{-1}``; returns (theta, max|grad|,
+        iterations, evaluations, left the basin). Armijo backtracking from the unit step;
+        where F no longer resolves the decrease (round-off near the optimum) a step is accepted
+        when it lowers the gradient max-norm. Stops uncertified once the iterate is farther
+        than ``max_distance`` from theta_hat."""
+        theta = self.theta_hat.clone()
+        f, g = f_obj.loss_and_grad(theta)
+        f, gm, ne = float(f), float(g.abs().max()), 1
+        S: list[torch.Tensor] = []
+        Y: list[torch.Tensor] = []
+        it = 0
+        while gm > tol and it < max_iter:
+            it += 1
+            q = g.clone()
+            alphas = []
+            for s_, y_ in zip(reversed(S), reversed(Y), strict=True):
+                a_ = float(s_ @ q) / float(y_ @ s_)
+                alphas.append(a_)
+                q -= a_ * y_
+            r = self._msolve(q[None, :])[0]
+            for (s_, y_), a_ in zip(zip(S, Y, strict=True), reversed(alphas), strict=True):
+                r += (a_ - float(y_ @ r) / float(y_ @ s_)) * s_
+            d = -r
+            slope = float(g @ d)
+            if slope >= 0:  # round-off broke descent: restart from M^{-1}
+                S.clear()
+                Y.clear()
+                d = -self._msolve(g[None, :])[0]
+                slope = float(g @ d)
+            step, accepted = 1.0, False
+            for _ in range(40):
+                f1, g1 = f_obj.loss_and_grad(theta + step * d)
+                f1, gm1 = float(f1), float(g1.abs().max())
+                ne += 1
+                resolved = abs(step * slope) > 1e-13 * max(1.0, abs(f))
+                if (f1 <= f + 1e-4 * step * slope) if resolved else (gm1 < gm and f1 <= f + 1e-14 * max(1.0, abs(f))):
+                    accepted = True
+                    break
+                step *= 0.5
+            if not accepted:
+                break
+            s_, y_ = step * d, g1 - g
+            if float(s_ @ y_) > 1e-12 * float(s_.norm() * y_.norm()):
+                S.append(s_)
+                Y.append(y_)
+                if len(S) > history:
+                    S.pop(0)
+                    Y.pop(0)
+            theta, f, g, gm = theta + s_, f1, g1, gm1
+            if gm > tol and float((theta - self.theta_hat).norm()) > max_distance:
+                return theta, gm, it, ne, True
+        return theta, gm, it, ne, False
 
     def _advance(self, b: _Batch, idx_all, steps, tol, max_steps, p64, p32, gmax):
         """One step and one pass for every point of the batch; returns (still active, finished)."""
@@ -371,7 +446,7 @@ class LooSolver:
         idx = idx_all[b.pos]
         steps[b.pos] += 1
         st = steps[b.pos]
-        newton = (st > self.newton_after) & (obj.dim <= self.newton_max_dim) & obj.convex
+        newton = (st > self.newton_after) & (obj.dim <= self.newton_max_dim)
         if newton.all():
             b.T -= self._newton_steps(b.T, idx, b.G)
         else:
@@ -400,8 +475,6 @@ class LooSolver:
         p32[b.pos[~exact]] += 1
         gmax[b.pos[exact]] = gm[exact]
         finished = (exact & (gm <= tol)) | (st >= max_steps)
-        if not obj.convex:  # a growing gradient: trust-region Newton takes over (_finish_nonconvex)
-            finished |= b.rho > 2.0
         return b.select(~finished), b.select(finished)
 
     def _coupled_dims(self) -> torch.Tensor | None:

@@ -121,8 +121,10 @@ def describe_test_point(obj, theta, ds, t: int) -> dict:
     }
 
 
-def influence_cg(obj, theta, ds, t: int, cg: dict, log: Log = print) -> tuple[torch.Tensor, dict]:
-    """Predicted test-loss change at test point t for removing each training point, by CG.
+def influence_cg(obj, theta, ds, t: int, cg: dict, log: Log = print,
+                 factor: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Predicted test-loss change at test point t for removing each training point, by CG
+    (``factor``: the LOO chord factor, for ``cg.preconditioner: chord``).
 
     Returns ``pred`` (n,) and diagnostics. Raises ``CGNotConvergedError`` when CG stops
     above ``cg['tol']``.
@@ -130,7 +132,8 @@ def influence_cg(obj, theta, ds, t: int, cg: dict, log: Log = print) -> tuple[to
     g = obj.data_grad(theta, ds.X_test[t:t + 1], ds.y_test[t:t + 1])
     log(f"test point {t}: ||g_test|| = {float(g.norm()):.4g}; CG on dim {obj.dim}, n = {obj.n}")
     res = inverse_hvp_cg(obj, theta, g, damping=cg["damping"], tol=cg["tol"], maxiter=cg["maxiter"],
-                         preconditioner=cg["preconditioner"], callback=CGProgress(log, cg["tol"]))
+                         preconditioner=cg["preconditioner"], callback=CGProgress(log, cg["tol"]),
+                         factor=factor)
     log(f"CG: {res.message}; {res.iterations} iterations in {res.seconds:.2f} s")
     res.raise_if_not_converged()
     t0 = time.perf_counter()
@@ -223,7 +226,10 @@ def loo_shard(obj, theta, ds, indices: torch.Tensor, test_indices: Sequence[int]
 
     Returns a dict of tensors: indices (m,), test_indices (T,), test_losses (m, T) =
     L_test(theta_-i) per test point, base_losses (T,) = L_test(theta_hat), grad_maxnorm,
-    steps, converged (m,), and seconds. Raises when a point's certificate misses ``tol``.
+    steps, converged (m,), and seconds. Raises when a point's certificate misses ``tol``, except
+    for non-convex objectives, whose points may leave the influence function's basin
+    (``left_basin``) or stop at the step budget: they are reported in the outputs, uncertified,
+    and the figures leave them out of the agreement with a note.
     """
     indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
     tidx = torch.as_tensor(list(test_indices), dtype=torch.long)
@@ -243,14 +249,15 @@ def loo_shard(obj, theta, ds, indices: torch.Tensor, test_indices: Sequence[int]
     out.update(test_losses=obj.example_losses(res.thetas, Xt, yt), grad_maxnorm=res.grad_maxnorm,
                steps=res.steps, converged=res.converged, seconds=res.seconds,
                setup_seconds=res.setup_seconds)
+    bad = (~res.converged).nonzero().reshape(-1)
     if not obj.convex:  # the basin check: distance moved against the first (influence) step
-        out.update(basin_ratio=res.distance / res.first_step.clamp_min(1e-300))
+        out.update(basin_ratio=res.distance / res.first_step.clamp_min(1e-300), left_basin=res.left_basin)
         far = (out["basin_ratio"] - 1).abs() > 1.0
         log(f"LOO basin check: |theta_-i - theta_hat| / |first chord step| in "
             f"[{float(out['basin_ratio'].min()):.3g}, {float(out['basin_ratio'].max()):.3g}]; "
-            f"{int(far.sum())} of {m} outside [0, 2] (reported, not dropped)")
-    bad = (~res.converged).nonzero().reshape(-1)
-    if bad.numel():
+            f"{int(far.sum())} of {m} outside [0, 2]; {int(res.left_basin.sum())} stopped beyond the "
+            f"basin limit, {bad.numel()} not certified (reported, not dropped)")
+    if bad.numel() and obj.convex:
         worst = int(res.grad_maxnorm.argmax())
         raise RuntimeError(f"LOO retraining did not converge for {bad.numel()} of {m} points: "
                            f"worst max|grad| {float(res.grad_maxnorm[worst]):.3g} (train index "
@@ -292,6 +299,8 @@ def gather_loo(shards: Sequence[dict], control: dict | None = None) -> tuple[lis
                                converged=bool(sh["converged"][r]))
                 if "basin_ratio" in sh:
                     row.update(basin_ratio=float(sh["basin_ratio"][r]))
+                if "left_basin" in sh:
+                    row.update(left_basin=bool(sh["left_basin"][r]))
                 if control is not None:
                     ctl = float(control["test_losses"][0, j])
                     row.update(control_loss=ctl, actual_controlled=loss - ctl)
@@ -307,11 +316,13 @@ def gather_loo(shards: Sequence[dict], control: dict | None = None) -> tuple[lis
     if certified:
         gm = [float(g) for sh in shards for g in sh["grad_maxnorm"].tolist()]
         summary.update(max_grad_maxnorm=max(gm) if gm else 0.0,
-                       all_converged=all(bool(c) for sh in shards for c in sh["converged"].tolist()))
+                       all_converged=all(bool(c) for sh in shards for c in sh["converged"].tolist()),
+                       not_certified=sum(not bool(c) for sh in shards for c in sh["converged"].tolist()))
     ratios = [float(v) for sh in shards for v in sh.get("basin_ratio", torch.zeros(0)).tolist()]
     if ratios:  # non-convex models: how far each optimum lies, in units of the first step
         summary.update(basin_ratio_range=[min(ratios), max(ratios)],
-                       outside_basin=sum(abs(v - 1) > 1.0 for v in ratios))
+                       outside_basin=sum(abs(v - 1) > 1.0 for v in ratios),
+                       left_basin=sum(bool(v) for sh in shards for v in sh.get("left_basin", torch.zeros(0)).tolist()))
     if control is not None:
         tests, base = control["test_indices"].tolist(), control["base_losses"]
         summary.update(steps=int(control["steps"]), lr=float(control["lr"]),

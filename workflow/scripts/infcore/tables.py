@@ -49,6 +49,8 @@ def figure_rows(experiment: str, t: int, selection: Sequence[dict], lissa_pred: 
     LiSSA prediction; ``loo``: gathered LOO rows (all test points). One row per (method,
     selected point): experiment, test_index, panel, method, rank, train_index, train_label,
     actual, predicted, grad_maxnorm. ``panels``: title by method (default :data:`PANELS`).
+    Points whose LOO is not certified (non-convex models: ``converged`` false) have no actual
+    change to plot and are left out (:func:`uncertified_note` says how many).
     """
     panels = PANELS if panels is None else panels
     actual = {int(r["train_index"]): r for r in loo if int(r["test_index"]) == int(t)}
@@ -58,6 +60,8 @@ def figure_rows(experiment: str, t: int, selection: Sequence[dict], lissa_pred: 
             i = int(s["train_index"])
             if i not in actual:
                 raise KeyError(f"no LOO result for train point {i} at test point {t}")
+            if not _true(actual[i].get("converged", True)):
+                continue
             pred = float(s["predicted"]) if method == "cg" else float(lissa_pred[i])
             rows.append({"experiment": experiment, "test_index": int(t), "panel": panels[method],
                          "method": method, "rank": int(s["rank"]), "train_index": i,
@@ -65,6 +69,24 @@ def figure_rows(experiment: str, t: int, selection: Sequence[dict], lissa_pred: 
                          "actual": float(actual[i]["actual"]), "predicted": pred,
                          "grad_maxnorm": float(actual[i]["grad_maxnorm"])})
     return rows
+
+
+def _true(v) -> bool:
+    """A CSV cell or a bool: True / 'True'."""
+    return v is True or str(v) == "True"
+
+
+def uncertified_note(t: int, selection: Sequence[dict], loo: Sequence[dict]) -> str | None:
+    """The panel note for selected points whose LOO is not certified (left out of the panel),
+    e.g. ``"3 of 100 LOO not certified (2 left the basin), not shown"``; None when all are."""
+    sel = {int(s["train_index"]) for s in selection}
+    rows = [r for r in loo if int(r["test_index"]) == int(t) and int(r["train_index"]) in sel]
+    bad = [r for r in rows if not _true(r.get("converged", True))]
+    if not bad:
+        return None
+    left = sum(_true(r.get("left_basin", False)) for r in bad)
+    return (f"{len(bad)} of {len(sel)} LOO not certified" + (f" ({left} left the basin)" if left else "")
+            + ", not shown")
 
 
 # The CNN's panels: the actual change against theta_hat (the paper) and against the control.
