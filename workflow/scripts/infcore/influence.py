@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from .objective import minibatch_hvp_sampler
 from .solvers import CGResult, LissaResult, cg, lissa, power_iteration
 
 
@@ -115,15 +116,7 @@ def minibatch_hvp(obj, theta: torch.Tensor, batch_size: int) -> Callable:
     ``minibatch_hvp``; objectives without one sample by ``obj.hvp(theta, v, idx)``)."""
     if hasattr(obj, "minibatch_hvp"):
         return obj.minibatch_hvp(theta, batch_size)
-
-    def sample_generic(V: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        cols = []
-        for r in range(V.shape[1]):
-            idx = torch.randint(obj.n, (batch_size,), generator=gen)
-            cols.append(obj.hvp(theta, V[:, r], idx=idx))
-        return torch.stack(cols, 1)
-
-    return sample_generic
+    return minibatch_hvp_sampler(obj, theta, batch_size)
 
 
 def largest_example_eigenvalue(obj, theta: torch.Tensor) -> float | None:

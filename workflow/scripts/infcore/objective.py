@@ -65,6 +65,22 @@ class Objective(Protocol):
     def accuracy(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float: ...
 
 
+def minibatch_hvp_sampler(obj, theta: torch.Tensor, batch_size: int) -> Callable:
+    """``sample(V, gen)``: column r of V times the Hessian (with L2) of a fresh uniform minibatch
+    of ``batch_size`` training points, by ``obj.hvp(theta, v, idx)`` (LiSSA's sampler for
+    objectives without a closed form)."""
+    th = theta.detach().clone()
+
+    def sample(V: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        cols = []
+        for r in range(V.shape[1]):
+            idx = torch.randint(obj.n, (batch_size,), generator=gen)
+            cols.append(obj.hvp(th, V[:, r], idx=idx))
+        return torch.stack(cols, 1)
+
+    return sample
+
+
 # ---------------------------------------------------------------------------------------
 # Generic nn.Module objective
 # ---------------------------------------------------------------------------------------
@@ -200,6 +216,6 @@ def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = [
-    "Objective", "LogisticObjective", "ModuleObjective", "class_major_index", "ParamSpec", "flatten_params", "unflatten",
+    "Objective", "LogisticObjective", "ModuleObjective", "minibatch_hvp_sampler", "class_major_index", "ParamSpec", "flatten_params", "unflatten",
     "cross_entropy",
 ]
