@@ -83,17 +83,18 @@ def influence_panel(ax, actual, predicted, title: str, stats: dict | None = None
         text = (f"Pearson R = {stats['pearson']:.3f}\nSpearman $\\rho$ = {stats['spearman']:.3f}\n"
                 f"points: {stats['n_points']}")
         if stats.get("paper_pearson") is not None:  # Figure 2: the paper's value beside ours
-            text = text.replace("\n", f" (paper {stats['paper_pearson']:g})\n", 1)
-        x, y, ha, va = stats_corner(actual, predicted, lo, hi)
+            text = text.replace("\n", f"\npaper: R = {stats['paper_pearson']:g}\n", 1)
+        x, y, ha, va = stats_corner(actual, predicted, lo, hi, lines=text.count("\n") + 1)
         ax.text(x, y, text, transform=ax.transAxes, va=va, ha=ha, fontsize=8.5,
                 bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": NOTE_COLOR if note else "0.8",
                       "alpha": 0.9})
 
 
-def stats_corner(actual, predicted, lo: float, hi: float) -> tuple[float, float, str, str]:
+def stats_corner(actual, predicted, lo: float, hi: float, lines: int = 3) -> tuple[float, float, str, str]:
     """Where the correlation box goes: the corner of the panel (top left, then bottom right,
-    top right, bottom left) with the fewest points under a box of about 45% x 25% of the
-    axes, so the box hides no data (axes fractions and alignment for ``ax.text``)."""
+    top right, bottom left) with the fewest points under a box of about 45% x (8% per line +
+    4%) of the axes, so the box hides no data (axes fractions and alignment for ``ax.text``)."""
+    tall = 0.04 + 0.08 * lines
     span = (hi - lo) or 1.0
     fx = (np.asarray(actual, float) - lo) / span
     fy = (np.asarray(predicted, float) - lo) / span
@@ -102,7 +103,7 @@ def stats_corner(actual, predicted, lo: float, hi: float) -> tuple[float, float,
 
     def hidden(c):
         inx = fx <= 0.5 if c[2] == "left" else fx >= 0.5
-        iny = fy >= 0.72 if c[3] == "top" else fy <= 0.28
+        iny = fy >= 1 - tall if c[3] == "top" else fy <= tall
         return int(np.count_nonzero(inx & iny))
 
     return min(corners, key=hidden)  # first of the least covered (stable)
