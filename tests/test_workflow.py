@@ -15,6 +15,7 @@ import pytest
 import wfio
 from workflow_utils import (
     REPO,
+    config_error,
     copy_workflow,
     dry_run_jobs,
     job_counts,
@@ -144,13 +145,30 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize("path,value,expected", [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_config_is_rejected_naming_the_key(wf, path, value, expected):
+    """The Snakefile's config check (common.smk's validate_config) run in this process."""
     cfg = copy.deepcopy(DEFAULT)
     _set(cfg, path, value)
+    message = config_error(cfg, wf)
+    assert message is not None
+    for text in expected:
+        assert text in message, f"{text!r} not in:\n{message}"
+
+
+def test_default_config_passes_the_check(wf):
+    assert config_error(DEFAULT, wf) is None
+    assert config_error(TINY, wf) is None
+
+
+def test_bad_config_message_reaches_the_user(wf):
+    """One bad config through the CLI: snakemake stops before planning a job and prints the
+    message the in-process check gives."""
+    cfg = copy.deepcopy(DEFAULT)
+    _set(cfg, ["experiments", "mnist_logreg", "top_k"], "many")
     write_yaml(wf / "config" / "bad.yaml", cfg)
     res = run_snakemake(wf, "-n", "--cores", "1", "--configfile", "config/bad.yaml")
     assert res.returncode != 0, res.stdout
-    for text in expected:
-        assert text in res.stdout, f"{text!r} not in:\n{res.stdout}"
+    assert config_error(cfg, wf) in res.stdout, res.stdout
+    assert "experiments.mnist_logreg.top_k" in res.stdout
     assert "Job stats" not in res.stdout  # stopped before planning any job
 
 

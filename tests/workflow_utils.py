@@ -106,3 +106,46 @@ def job_counts(output: str) -> dict[str, int]:
 
 def nothing_to_do(output: str) -> bool:
     return "Nothing to be done" in output
+
+
+def _validate_config_fn():
+    """``validate_config`` of workflow/rules/common.smk, taken from its source and run here:
+    the schema validation (filling defaults) and ``infcore.config.check_config``, raising the
+    ``WorkflowError`` whose message the CLI prints."""
+    import jsonschema
+    from infcore.config import ConfigError, check_config
+    from infcore.mnist import MnistFileError, mnist_counts
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    src = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    m = re.search(r"^def validate_config\(cfg\):\n(?:(?: .*)?\n)+", src, re.M)
+    assert m, "validate_config not found in workflow/rules/common.smk"
+    rules = REPO / "workflow" / "rules"
+
+    def validate_here(cfg, schema):  # common.smk's path is relative to the rule file
+        return validate(cfg, str((rules / schema).resolve()))
+
+    ns = {"jsonschema": jsonschema, "WorkflowError": WorkflowError, "validate": validate_here,
+          "check_config": check_config, "ConfigError": ConfigError, "MnistFileError": MnistFileError,
+          "mnist_counts": mnist_counts}
+    exec(compile(m.group(0), str(rules / "common.smk"), "exec"), ns)
+    return ns["validate_config"], WorkflowError
+
+
+def config_error(cfg: dict, workdir: Path) -> str | None:
+    """The message ``snakemake`` would stop with for config ``cfg`` (None: the config is
+    valid), checked in this process as the Snakefile checks it, with ``workdir`` as the
+    working directory (``mnist_root`` is relative to it)."""
+    import copy
+
+    validate_config, WorkflowError = _validate_config_fn()
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        validate_config(copy.deepcopy(cfg))
+    except WorkflowError as err:
+        return str(err)
+    finally:
+        os.chdir(cwd)
+    return None
