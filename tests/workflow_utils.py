@@ -149,3 +149,45 @@ def config_error(cfg: dict, workdir: Path) -> str | None:
     finally:
         os.chdir(cwd)
     return None
+
+
+# -------------------------------------------------------------- the session's tiny run
+# The tiny CNN experiment (Figure 2's 'CNN' panel) cut down to seconds: fake 28x28 MNIST (600
+# train images, 100 held out, all 500 others kept), width 4, 60 steps; two test points, 6
+# points x 20 LOO steps.
+TINY_CNN_EXPERIMENT = {
+    "dataset": {"kind": "mnist", "validation_size": 100, "fraction": 1.0, "subset_seed": 0},
+    "model": "cnn", "l2": 0.001, "test_indices": [3, 7], "top_k": 6,
+    "cnn": {
+        "device": "cpu", "width": 4,
+        "train": {"steps": 60, "batch_size": 100, "lr": 3.0e-3, "decay_steps": [40],
+                  "decay_factors": [0.3], "seed": 0, "init_seed": 0, "log_every": 20},
+        "influence": {"damping": 0.01, "hvp_batch_size": 250, "tol": 1.0e-6, "maxiter": 8},
+        "loo": {"steps": 20, "lr": None, "seed": 1, "chunk": 3, "streams": "shared"},
+    },
+}
+SESSION_CONFIG = "config/session.yaml"
+
+
+def session_config() -> dict:
+    """config/tiny.yaml (the linear experiments tiny_mnist, tiny_random) plus tiny_cnn, so
+    that one run feeds every end-to-end test and Figure 2 gets all three panels."""
+    import copy
+
+    cfg = load_yaml(REPO / "config" / "tiny.yaml")
+    cfg["run_cnn"] = True
+    cfg["cnn_loo_shards"] = 2
+    cfg["paper_figure"] = {**cfg["paper_figure"], "cnn": "tiny_cnn"}
+    cfg["experiments"]["tiny_cnn"] = copy.deepcopy(TINY_CNN_EXPERIMENT)
+    return cfg
+
+
+def make_tiny_run(wd: Path) -> Path:
+    """The session config run end to end through the CLI in ``wd``, on fake 28x28 MNIST files
+    (the CNN needs 28x28; about 100 s on 2 cores)."""
+    copy_workflow(wd)
+    write_fake_mnist(wd, n_train=600, n_test=100, image_size=28)
+    write_yaml(wd / SESSION_CONFIG, session_config())
+    res = run_snakemake(wd, "--cores", "2", "--configfile", SESSION_CONFIG)
+    assert res.returncode == 0, res.stdout[-8000:]
+    return wd
