@@ -106,6 +106,15 @@ def cg_factor_input(wildcards):
     return []
 
 
+def gn_inputs(wildcards):
+    """The Gauss-Newton influence of a test point where the experiment asks for it
+    (gauss_newton: true): the figure_point rule's optional inputs."""
+    if not EXPERIMENTS[wildcards.experiment]["gauss_newton"]:
+        return {}
+    base = f"results/{wildcards.experiment}/influence_gn/test_{wildcards.test}"
+    return {"gn": f"{base}.csv", "gn_info": f"{base}.json"}
+
+
 def train_info_path(wildcards):
     return f"results/{MODEL_OWNER[wildcards.experiment]}/train/train.json"
 

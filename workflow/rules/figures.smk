@@ -5,6 +5,7 @@
 rule figure_point:
     "Figure 2 panels for one test point, with the CSV behind them and their statistics."
     input:
+        unpack(gn_inputs),
         selection="results/{experiment}/select/test_{test}.csv",
         cg_info="results/{experiment}/influence_cg/test_{test}.json",
         lissa="results/{experiment}/influence_lissa/test_{test}.csv",

@@ -1,5 +1,6 @@
 # Influence-function predictions: CG for every training point, selection of the top_k by
-# |CG prediction|, LiSSA for the selected points. One job per experiment and test point.
+# |CG prediction|, LiSSA for the selected points (and the Gauss-Newton influence where an
+# experiment asks for it). One job per experiment and test point.
 
 
 rule influence_cg:
@@ -73,3 +74,30 @@ rule influence_lissa:
         settings=lambda wc: exp_settings(wc, "model", "cnn", "l2", "lissa"),
     script:
         "../scripts/influence_lissa.py"
+
+
+rule influence_gn:
+    "Gauss-Newton influence (explicit solve) for the selected points of one test point."
+    input:
+        dataset=dataset_path,
+        theta=theta_path,
+        cg_pred="results/{experiment}/influence_cg/test_{test}.pt",
+        selection="results/{experiment}/select/test_{test}.csv",
+    output:
+        pred="results/{experiment}/influence_gn/test_{test}.csv",
+        info="results/{experiment}/influence_gn/test_{test}.json",
+    log:
+        "logs/influence_gn/{experiment}/test_{test}.log",
+    benchmark:
+        "benchmarks/influence_gn/{experiment}/test_{test}.tsv"
+    wildcard_constraints:
+        experiment=name_regex([n for n in PIPELINE if EXPERIMENTS[n]["gauss_newton"]]),
+    conda:
+        "../../envs/torch.yaml"
+    threads: pipeline_threads(2)
+    resources:
+        mem_mb=mem_mb,
+    params:
+        settings=lambda wc: exp_settings(wc, "model", "cnn", "l2", "cg"),
+    script:
+        "../scripts/influence_gn.py"

@@ -2,6 +2,7 @@
 
 import wfio
 from infcore.plotting import influence_figure, panel_groups, point_title
+from infcore.tables import certificate_record
 
 log = wfio.setup(snakemake)
 exp = snakemake.wildcards.experiment
@@ -20,6 +21,7 @@ record = {
     "train": {k: train[k] for k in ("train_accuracy", "test_accuracy", "test_loss", "grad_maxnorm", "iterations",
                                      "seconds")},
     "panels": panels,
+    "certificate": certificate_record(train, loo),
     "timings": {
         "train_seconds": train["seconds"],
         "loo_seconds": loo["seconds"],

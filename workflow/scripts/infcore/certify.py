@@ -10,7 +10,11 @@ directions change no prediction, and every gradient is orthogonal to them).
 The fit: L-BFGS (float64, strong Wolfe) from a start, then trust-region Newton steps with the
 exact Hessian (the objective's ``hessian``, dense: for networks small enough to form it),
 solved through its eigendecomposition on the complement of U, so negative curvature is met
-with a shifted step inside the trust region and a saddle is left, not converged to.
+with a shifted step inside the trust region and a saddle is left, not converged to. A Hessian
+costs ~dim gradients, an L-BFGS iteration about one: where the Hessian is indefinite, or
+its step makes the gradient grow (the quadratic model does not hold: far from a minimum),
+the accepted step is followed by another round of L-BFGS iterations instead of a Hessian per
+step (at most ``max_rounds`` rounds); Newton steps finish where the model holds.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class CertifiedFit:
     loss: float
     lbfgs_iterations: int
     newton_steps: int
+    lbfgs_rounds: int
     hessians: int
     converged: bool
     spectrum: Spectrum
@@ -81,7 +86,8 @@ class CertifiedFit:
     def summary(self) -> dict:
         return {"grad_maxnorm": self.grad_maxnorm, "loss": self.loss,
                 "iterations": self.lbfgs_iterations + self.newton_steps,
-                "lbfgs_iterations": self.lbfgs_iterations, "newton_steps": self.newton_steps,
+                "lbfgs_iterations": self.lbfgs_iterations, "lbfgs_rounds": self.lbfgs_rounds,
+                "newton_steps": self.newton_steps,
                 "hessians": self.hessians, "converged": self.converged, "seconds": self.seconds,
                 "newton_seconds": self.newton_seconds, "is_local_minimum": self.spectrum.positive_definite,
                 **self.spectrum.summary()}
@@ -128,7 +134,7 @@ def _tr_step(evals: Tensor, coef: Tensor, radius: float) -> tuple[Tensor, float]
 
 def certified_fit(obj, theta0: Tensor, tol: float = 1e-9, lbfgs_tol: float = 1e-5,
                   max_lbfgs: int = 2000, max_newton: int = 40, radius: float = 1.0,
-                  log: Callable[[str], None] | None = None) -> CertifiedFit:
+                  max_rounds: int = 8, log: Callable[[str], None] | None = None) -> CertifiedFit:
     """Fit a non-convex objective to a certified local minimum (module docstring).
 
     Newton steps reuse one Hessian while each step cuts the gradient max-norm by at least
@@ -147,47 +153,82 @@ def certified_fit(obj, theta0: Tensor, tol: float = 1e-9, lbfgs_tol: float = 1e-
     Q = complement_basis(U, obj.dim, theta.dtype, theta.device)
     t1 = time.perf_counter()
     steps = hessians = 0
+    rounds = 1
     evals = V = None
     fresh = False
-    while gm > tol and steps < max_newton:
-        if evals is None:
-            H = obj.hessian(theta)
-            hessians += 1
-            evals, W = torch.linalg.eigh(Q.T @ H @ Q)
-            V = Q @ W
-            fresh = True
-        coef = V.T @ g
-        dc, mu = _tr_step(evals, coef, radius)
-        d = V @ dc
-        pred = float(coef @ dc + 0.5 * (dc * evals * dc).sum())  # model decrease (< 0)
-        f1, g1 = obj.loss_and_grad(theta + d)
-        gm1 = float(g1.abs().max())
-        actual = float(f1) - float(f)
-        resolved = abs(pred) > 1e-13 * max(1.0, abs(float(f)))
-        ok = (actual / pred > 0.1) if resolved else (gm1 < gm and actual <= 1e-14 * max(1.0, abs(float(f))))
-        steps += 1
-        if ok:
-            ratio = gm1 / gm
-            theta, f, g, gm = theta + d, f1, g1, gm1
-            if resolved and actual / pred > 0.75 and float(d.norm()) > 0.9 * radius:
-                radius *= 2.0
-            log(f"Newton step {steps}: loss {float(f):.15g}, max|grad| {gm:.3g}, |d| {float(d.norm()):.3g}, "
-                f"mu {mu:.3g}, lam_min {float(evals[0]):.3g}{' (new H)' if fresh else ''}")
-            if ratio > 0.25:  # slow: the next step gets a fresh Hessian
-                evals = None
-        else:
-            if not fresh:  # first try a Hessian at the current point, then shrink
-                evals = None
+    while True:
+        while gm > tol and steps < max_newton:
+            if evals is None:
+                H = obj.hessian(theta)
+                hessians += 1
+                evals, W = torch.linalg.eigh(Q.T @ H @ Q)
+                V = Q @ W
+                fresh = True
+            coef = V.T @ g
+            dc, mu = _tr_step(evals, coef, radius)
+            d = V @ dc
+            pred = float(coef @ dc + 0.5 * (dc * evals * dc).sum())  # model decrease (< 0)
+            f1, g1 = obj.loss_and_grad(theta + d)
+            gm1 = float(g1.abs().max())
+            actual = float(f1) - float(f)
+            resolved = abs(pred) > 1e-13 * max(1.0, abs(float(f)))
+            ok = (actual / pred > 0.1) if resolved else (gm1 < gm and actual <= 1e-14 * max(1.0, abs(float(f))))
+            steps += 1
+            if ok:
+                ratio = gm1 / gm
+                theta, f, g, gm = theta + d, f1, g1, gm1
+                if resolved and actual / pred > 0.75 and float(d.norm()) > 0.9 * radius:
+                    radius *= 2.0
+                log(f"Newton step {steps}: loss {float(f):.15g}, max|grad| {gm:.3g}, |d| {float(d.norm()):.3g}, "
+                    f"mu {mu:.3g}, lam_min {float(evals[0]):.3g}{' (new H)' if fresh else ''}")
+                if (float(evals[0]) <= 0 or ratio > 1) and gm > tol and rounds < max_rounds:
+                    # far from a minimum: cheap L-BFGS iterations instead of a Hessian per step
+                    theta, k = _lbfgs(obj, theta, lbfgs_tol, max_lbfgs)
+                    its += k
+                    rounds += 1
+                    f, g = obj.loss_and_grad(theta)
+                    gm = float(g.abs().max())
+                    log(f"L-BFGS round {rounds} (the Hessian was {'indefinite' if float(evals[0]) <= 0 else 'not predictive'}): "
+                        f"{k} iterations, loss {float(f):.12g}, max|grad| {gm:.3g}")
+                    evals = None
+                elif ratio > 0.25:  # slow: the next step gets a fresh Hessian
+                    evals = None
             else:
-                radius = 0.25 * float(d.norm())
-            log(f"Newton step {steps} rejected (actual/predicted {actual / pred if pred else float('nan'):.3g}); "
-                f"radius {radius:.3g}")
-        fresh = False
-    Hf = obj.hessian(theta)
-    hessians += 1
-    spec = hessian_spectrum(Hf, U)
+                if not fresh:  # first try a Hessian at the current point, then shrink
+                    evals = None
+                else:
+                    radius = 0.25 * float(d.norm())
+                log(f"Newton step {steps} rejected (actual/predicted {actual / pred if pred else float('nan'):.3g}); "
+                    f"radius {radius:.3g}")
+            fresh = False
+        Hf = obj.hessian(theta)
+        hessians += 1
+        spec = hessian_spectrum(Hf, U)
+        if spec.positive_definite or rounds >= max_rounds or steps >= max_newton:
+            break
+        # a stationary point that is not a minimum (a saddle): leave it along the most negative
+        # curvature direction, as far as the loss decreases, and go on with L-BFGS
+        ev, W = torch.linalg.eigh(Q.T @ Hf @ Q)
+        v = Q @ W[:, 0]
+        if float(g @ v) > 0:
+            v = -v
+        alpha = radius
+        for _ in range(40):
+            f1, g1 = obj.loss_and_grad(theta + alpha * v)
+            if float(f1) < float(f):
+                break
+            alpha *= 0.5
+        theta = theta + alpha * v
+        theta, k = _lbfgs(obj, theta, lbfgs_tol, max_lbfgs)
+        its += k
+        rounds += 1
+        f, g = obj.loss_and_grad(theta)
+        gm = float(g.abs().max())
+        log(f"saddle (Hessian eigenvalue {float(ev[0]):.3g}): a step of {alpha:.3g} along its eigenvector, then "
+            f"L-BFGS round {rounds}: {k} iterations, loss {float(f):.12g}, max|grad| {gm:.3g}")
+        evals = None
     log(f"certificate: max|grad| {gm:.3g} (tol {tol:g}); Hessian on the complement of {spec.null_dims} null "
         f"direction(s): eigenvalues in [{spec.lam_min:.4g}, {spec.lam_max:.4g}]"
         + ("" if spec.positive_definite else " -- NOT positive definite: a saddle, not a minimum"))
-    return CertifiedFit(theta, gm, float(f), its, steps, hessians, gm <= tol, spec,
+    return CertifiedFit(theta, gm, float(f), its, steps, rounds, hessians, gm <= tol, spec,
                         time.perf_counter() - t0, time.perf_counter() - t1)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from .objective import minibatch_hvp_sampler
 from .solvers import CGResult, LissaResult, cg, lissa, power_iteration
 
 
@@ -115,15 +116,7 @@ def minibatch_hvp(obj, theta: torch.Tensor, batch_size: int) -> Callable:
     ``minibatch_hvp``; objectives without one sample by ``obj.hvp(theta, v, idx)``)."""
     if hasattr(obj, "minibatch_hvp"):
         return obj.minibatch_hvp(theta, batch_size)
-
-    def sample_generic(V: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        cols = []
-        for r in range(V.shape[1]):
-            idx = torch.randint(obj.n, (batch_size,), generator=gen)
-            cols.append(obj.hvp(theta, V[:, r], idx=idx))
-        return torch.stack(cols, 1)
-
-    return sample_generic
+    return minibatch_hvp_sampler(obj, theta, batch_size)
 
 
 def largest_example_eigenvalue(obj, theta: torch.Tensor) -> float | None:
@@ -150,6 +143,35 @@ def inverse_hvp_lissa(obj, theta: torch.Tensor, g: torch.Tensor, depth: int = 50
     return lissa(minibatch_hvp(obj, theta, batch_size), g, depth=depth, scale=scale,
                  repeats=repeats, damping=damping, seed=seed, largest_eigenvalue=lam_max,
                  progress=progress)
+
+
+def gauss_newton_inverse(obj, theta: torch.Tensor, g: torch.Tensor,
+                         damping: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """``(G + diag(r) + damping I)^+ g`` by an explicit eigendecomposition, G the Gauss-Newton data
+    matrix (:meth:`Objective.gauss_newton`), r the L2 diagonal: the influence of a model whose
+    curvature is its Gauss-Newton approximation (equal to the Hessian for logistic regression).
+
+    Exact null directions U of the objective are covered by ``U U^T``. G can have further null
+    directions that the Hessian does not (combinations of unregularized parameters that no
+    training point's logits see to first order: ``J_i v = 0`` for every i); every training
+    gradient ``g_i`` is orthogonal to them, so ``g_i^T (G + lambda I)^{-1} g`` has a limit as
+    lambda -> 0, which the pseudo-inverse gives: eigenvalues below ``dim * eps * lambda_max``
+    (numpy's rank convention) are dropped. Returns the solution and ``{"null_directions": how
+    many were dropped, "min_eigenvalue": the smallest kept, "max_eigenvalue"}``."""
+    M = obj.gauss_newton(theta).to(torch.float64)
+    M.diagonal().add_(obj.reg_diagonal().to(torch.float64) + damping)
+    U = obj.null_space()
+    if U is not None:
+        U64 = U.to(torch.float64)
+        M += U64 @ U64.T
+    ev, V = torch.linalg.eigh(0.5 * (M + M.T))
+    cutoff = M.shape[0] * torch.finfo(torch.float64).eps * float(ev[-1])
+    keep = ev > cutoff
+    Vk = V[:, keep]
+    s = Vk @ ((Vk.T @ g.to(torch.float64)) / ev[keep])
+    info = {"null_directions": int((~keep).sum()), "min_eigenvalue": float(ev[keep][0]),
+            "max_eigenvalue": float(ev[-1]), "cutoff": cutoff}
+    return s.to(g.dtype), info
 
 
 def predicted_loss_change(obj, theta: torch.Tensor, s: torch.Tensor,

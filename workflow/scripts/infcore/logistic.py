@@ -321,6 +321,11 @@ class LogisticObjective:
         H.diagonal().sub_(self.l2)
         return H
 
+    def gauss_newton(self, theta: torch.Tensor) -> torch.Tensor:
+        """The Gauss-Newton data matrix ``(1/n) sum_i J_i^T A_i J_i``: for a linear model under
+        softmax cross-entropy the logits are linear in theta, so it is the data Hessian itself."""
+        return self.data_hessian(theta)
+
     # -- LiSSA ---------------------------------------------------------------------------------
     def minibatch_hvp(self, theta: torch.Tensor, batch_size: int) -> Callable:
         """``sample_hvp(V, gen)`` for LiSSA: column r of V times the Hessian (with L2 term) of

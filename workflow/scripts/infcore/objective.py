@@ -9,8 +9,8 @@ the regularized training objective
 Hessian-vector products, the per-point regularized loss ``l(z_i; theta) + (1/2) theta^T
 diag(r) theta`` whose gradient ``g_i`` enters the influence formula (docs/design.md), the
 mean data gradient at a stack of parameter vectors and point gradients and curvature (LOO),
-and a curvature matrix to factor (the exact Hessian where that is cheap, Gauss-Newton where
-it is not). Implementations: :class:`infcore.logistic.LogisticObjective` (closed forms),
+a curvature matrix to factor (the exact Hessian where that is cheap, Gauss-Newton where
+it is not), and the Gauss-Newton data matrix (a second influence estimate). Implementations: :class:`infcore.logistic.LogisticObjective` (closed forms),
 :class:`infcore.cnn.certified.CNNObjective` (the CNN of Figure 2, autograd) and
 :class:`ModuleObjective` (any ``nn.Module``: gradients, HVPs, influence; no LOO).
 Parameters are one flat vector.
@@ -51,6 +51,7 @@ class Objective(Protocol):
     def curvature(self, theta: torch.Tensor, dtype: torch.dtype | None = ...) -> tuple: ...
     def curvature_support(self) -> torch.Tensor | None: ...
     def data_hessian(self, theta: torch.Tensor) -> torch.Tensor: ...
+    def gauss_newton(self, theta: torch.Tensor) -> torch.Tensor: ...
     def per_example_dot(self, theta: torch.Tensor, S: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor: ...
     def per_example_grads(self, theta: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor: ...
     def data_grads(self, thetas: torch.Tensor) -> torch.Tensor: ...
@@ -62,6 +63,22 @@ class Objective(Protocol):
     def largest_example_eigenvalue(self, theta: torch.Tensor) -> float | None: ...
     def probs(self, theta: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor: ...
     def accuracy(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float: ...
+
+
+def minibatch_hvp_sampler(obj, theta: torch.Tensor, batch_size: int) -> Callable:
+    """``sample(V, gen)``: column r of V times the Hessian (with L2) of a fresh uniform minibatch
+    of ``batch_size`` training points, by ``obj.hvp(theta, v, idx)`` (LiSSA's sampler for
+    objectives without a closed form)."""
+    th = theta.detach().clone()
+
+    def sample(V: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        cols = []
+        for r in range(V.shape[1]):
+            idx = torch.randint(obj.n, (batch_size,), generator=gen)
+            cols.append(obj.hvp(th, V[:, r], idx=idx))
+        return torch.stack(cols, 1)
+
+    return sample
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,6 +216,6 @@ def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = [
-    "Objective", "LogisticObjective", "ModuleObjective", "class_major_index", "ParamSpec", "flatten_params", "unflatten",
+    "Objective", "LogisticObjective", "ModuleObjective", "minibatch_hvp_sampler", "class_major_index", "ParamSpec", "flatten_params", "unflatten",
     "cross_entropy",
 ]

@@ -20,9 +20,11 @@ from .metrics import agreement
 PAPER_R = {"Linear (exact)": 1.0, "Linear (approx)": 0.99, "CNN": 0.86, "CNN (certified minimum)": 0.86}
 
 # Panel titles of the paper's Figure 2, by method.
-PANELS = {"cg": "Linear (exact)", "lissa": "Linear (approx)"}
-# The same panels for the CNN at a certified minimum (cnn.protocol: certified).
-CERTIFIED_CNN_PANELS = {"cg": "CNN (certified minimum)", "lissa": "CNN (certified), LiSSA"}
+PANELS = {"cg": "Linear (exact)", "lissa": "Linear (approx)", "gauss_newton": "Linear, Gauss-Newton"}
+# The same panels for the CNN at a certified minimum (cnn.protocol: certified); its second
+# estimate (gauss_newton: true) replaces the exact Hessian by the Gauss-Newton matrix.
+CERTIFIED_CNN_PANELS = {"cg": "CNN (certified minimum)", "lissa": "CNN (certified), LiSSA",
+                        "gauss_newton": "CNN (certified), Gauss-Newton"}
 
 
 def panel_titles(model: str) -> dict:
@@ -33,8 +35,11 @@ def panel_titles(model: str) -> dict:
 # rows go to a separate timings table (TIMING_COLUMNS).
 SUMMARY_COLUMNS = [
     "experiment", "model", "test_index", "label", "predicted_label", "correct", "test_loss",
-    "panel", "method", "pearson", "spearman", "slope", "n_points", "top_k", "n_train", "note",
+    "panel", "method", "pearson", "spearman", "slope", "n_points", "top_k", "n_train",
+    "fit_max_grad", "hessian_min_eigenvalue", "loo_certified", "loo_max_grad", "note",
 ]
+# summary.md's last section: the wall-clock seconds (everything above it is identical on a rerun).
+TIMINGS_HEADING = "## Wall-clock seconds"
 TIMING_COLUMNS = [
     "experiment", "test_index", "panel", "method",
     "method_seconds", "train_seconds", "loo_seconds", "loo_seconds_per_point",
@@ -42,27 +47,31 @@ TIMING_COLUMNS = [
 
 
 def figure_rows(experiment: str, t: int, selection: Sequence[dict], lissa_pred: dict[int, float],
-                loo: Sequence[dict], panels: dict | None = None) -> list[dict]:
+                loo: Sequence[dict], panels: dict | None = None,
+                extra: dict[str, dict[int, float]] | None = None) -> list[dict]:
     """The long table behind one test point's panels.
 
     ``selection``: rows with rank, train_index, train_label, predicted (CG); ``lissa_pred``: train_index ->
     LiSSA prediction; ``loo``: gathered LOO rows (all test points). One row per (method,
     selected point): experiment, test_index, panel, method, rank, train_index, train_label,
     actual, predicted, grad_maxnorm. ``panels``: title by method (default :data:`PANELS`).
+    ``extra``: further estimates, method -> {train_index -> prediction} (e.g. ``gauss_newton``),
+    rows after LiSSA's.
     Points whose LOO is not certified (non-convex models: ``converged`` false) have no actual
     change to plot and are left out (:func:`uncertified_note` says how many).
     """
     panels = PANELS if panels is None else panels
     actual = {int(r["train_index"]): r for r in loo if int(r["test_index"]) == int(t)}
+    estimates = {"lissa": lissa_pred, **(extra or {})}
     rows = []
-    for method in ("cg", "lissa"):
+    for method in ("cg", *estimates):
         for s in selection:
             i = int(s["train_index"])
             if i not in actual:
                 raise KeyError(f"no LOO result for train point {i} at test point {t}")
             if not _true(actual[i].get("converged", True)):
                 continue
-            pred = float(s["predicted"]) if method == "cg" else float(lissa_pred[i])
+            pred = float(s["predicted"]) if method == "cg" else float(estimates[method][i])
             rows.append({"experiment": experiment, "test_index": int(t), "panel": panels[method],
                          "method": method, "rank": int(s["rank"]), "train_index": i,
                          "train_label": int(s.get("train_label", -1)),
@@ -175,12 +184,27 @@ def panel_stats(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
+def certificate_record(train: dict, loo: dict) -> dict:
+    """What certifies an experiment's numbers, from its train.json and loo.json: the fit's
+    max|grad| (and, for non-convex models, the Hessian's extreme eigenvalues off the null
+    directions), how many LOO optima are certified and the largest certified max|grad|."""
+    points = int(loo["points"])
+    bad = int(loo.get("not_certified", 0))
+    worst = loo.get("max_grad_maxnorm_certified", loo.get("max_grad_maxnorm"))
+    return {"fit_max_grad": train.get("grad_maxnorm"),
+            "hessian_min_eigenvalue": train.get("hessian_min_eigenvalue"),
+            "hessian_max_eigenvalue": train.get("hessian_max_eigenvalue"),
+            "loo_points": points, "loo_certified_points": points - bad,
+            "loo_certified": f"{points - bad}/{points}", "loo_max_grad": worst}
+
+
 def summary_rows(figure_records: Iterable[dict]) -> list[dict]:
     """Flatten experiment figure JSONs (``panels`` list + experiment fields) into summary rows
     (the fields of ``SUMMARY_COLUMNS`` and ``TIMING_COLUMNS``)."""
     rows = []
     for rec in figure_records:
         timings = rec.get("timings", {})
+        cert = rec.get("certificate", {})
         for p in rec["panels"]:
             rows.append({
                 "experiment": rec["experiment"],
@@ -198,6 +222,10 @@ def summary_rows(figure_records: Iterable[dict]) -> list[dict]:
                 "n_points": p["n_points"],
                 "top_k": rec.get("top_k"),
                 "n_train": rec.get("n_train"),
+                "fit_max_grad": cert.get("fit_max_grad"),
+                "hessian_min_eigenvalue": cert.get("hessian_min_eigenvalue"),
+                "loo_certified": cert.get("loo_certified"),
+                "loo_max_grad": cert.get("loo_max_grad"),
                 "note": p.get("note"),
                 "method_seconds": p.get("seconds"),
                 "train_seconds": timings.get("train_seconds"),
@@ -208,7 +236,8 @@ def summary_rows(figure_records: Iterable[dict]) -> list[dict]:
 
 
 # Per-column float formats of the Markdown tables (correlations near 1 need the digits).
-FORMATS = {"pearson": ".5f", "spearman": ".5f", "slope": ".4f", "paper_pearson": ""}
+FORMATS = {"pearson": ".5f", "spearman": ".5f", "slope": ".4f", "paper_pearson": "",
+           "fit_max_grad": ".2g", "hessian_min_eigenvalue": ".3g", "loo_max_grad": ".2g"}
 
 
 def _fmt(v, floatfmt: str = ".4g") -> str:

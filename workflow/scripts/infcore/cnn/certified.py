@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import grad, jacrev, jvp, vmap
 
+from ..objective import minibatch_hvp_sampler
 from .model import num_params, stacked_logits, weight_mask
 
 
@@ -287,17 +288,8 @@ class CNNObjective:
     # -- LiSSA ------------------------------------------------------------------------------------
     def minibatch_hvp(self, theta: Tensor, batch_size: int) -> Callable:
         """``sample_hvp(V, gen)``: column r of V times the Hessian (with L2) of a fresh uniform
-        minibatch of ``batch_size`` points."""
-        th = theta.detach().clone()
-
-        def sample(V: Tensor, gen: torch.Generator) -> Tensor:
-            cols = []
-            for r in range(V.shape[1]):
-                idx = torch.randint(self.n, (batch_size,), generator=gen)
-                cols.append(self.hvp(th, V[:, r], idx=idx))
-            return torch.stack(cols, 1)
-
-        return sample
+        minibatch of ``batch_size`` points (exact HVPs, :func:`infcore.objective.minibatch_hvp_sampler`)."""
+        return minibatch_hvp_sampler(self, theta, batch_size)
 
     def largest_example_eigenvalue(self, theta: Tensor) -> None:
         """No closed form for the CNN (None: LiSSA's diagnostics use the full Hessian's)."""
