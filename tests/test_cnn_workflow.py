@@ -12,6 +12,7 @@ import json
 import math
 
 import pytest
+from infcore.config import is_certified, normalize
 from workflow_utils import (
     REPO,
     SESSION_CONFIG,
@@ -64,7 +65,9 @@ def test_run_cnn_or_target_adds_cnn_jobs(wf, how):
     counts = job_counts(res.stdout)
     # own scatter name: --set-scatter loo=3 changes the linear shards only
     assert counts["cnn_loo_shard"] == DEFAULT["cnn_loo_shards"]
-    assert counts["loo_shard"] == 3 * sum(e.get("model", "logreg") == "logreg" for e in DEFAULT["experiments"].values())
+    # the pipeline experiments: linear models and the certified CNN (common.smk's PIPELINE)
+    pipeline = [n for n, e in DEFAULT["experiments"].items() if is_certified(normalize(e))]
+    assert counts["loo_shard"] == 3 * len(pipeline)
     for rule in ("cnn_train", "cnn_influence", "cnn_control", "cnn_gather", "cnn_figure", "summary", "paper_figure"):
         assert counts[rule] == 1, rule
     jobs = dry_run_jobs(res.stdout)

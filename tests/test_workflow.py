@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 import wfio
+from infcore.config import DATA_FIELDS, MODEL_FIELDS, is_certified, normalize, owners
 from workflow_utils import (
     REPO,
     SESSION_CONFIG,
@@ -28,8 +29,12 @@ from workflow_utils import (
 )
 
 DEFAULT = load_yaml(REPO / "config" / "config.yaml")
-# the linear experiments (the CNN ones are off by default: tests/test_cnn_workflow.py)
-LINEAR = {n: e for n, e in DEFAULT["experiments"].items() if e.get("model", "logreg") == "logreg"}
+# the experiments the pipeline rules run (linear models and the certified CNN; the paper-
+# protocol CNN is off by default: tests/test_cnn_workflow.py), and which of them share data
+# and a fitted model, derived from the config as common.smk derives them
+_NORM = {n: normalize(e) for n, e in DEFAULT["experiments"].items()}
+LINEAR = {n: DEFAULT["experiments"][n] for n, e in _NORM.items() if is_certified(e)}
+DATA_OWNER, MODEL_OWNER = owners(_NORM, DATA_FIELDS), owners(_NORM, MODEL_FIELDS)
 TINY = load_yaml(REPO / "config" / "tiny.yaml")
 # the session's tiny run: config/tiny.yaml plus tiny_cnn (workflow_utils.session_config)
 SESSION = session_config()
@@ -82,9 +87,9 @@ def test_dry_run_default_config(wf):
     n_tests = sum(len(e["test_indices"]) for e in LINEAR.values())
     n_exp = len(LINEAR)
     assert counts["mnist_download"] == 4  # no MNIST files in the scratch copy: one job each
-    # mnist_logreg_tests shares data and model with mnist_logreg
-    assert counts["data"] == n_exp - 1
-    assert counts["train"] == counts["loo_factor"] == n_exp - 1
+    # e.g. mnist_logreg_tests shares data and model with mnist_logreg
+    assert counts["data"] == len({DATA_OWNER[n] for n in LINEAR}) < n_exp
+    assert counts["train"] == counts["loo_factor"] == len({MODEL_OWNER[n] for n in LINEAR})
     for rule in ("influence_cg", "select", "influence_lissa", "figure_point"):
         assert counts[rule] == n_tests, rule
     assert counts["loo_shard"] == n_exp * DEFAULT["loo_shards"]
