@@ -145,13 +145,17 @@ def timing_line(results: Path = RESULTS) -> str:
     chord = "; ".join(f"{c} points in {s} chord step{'s' if s != 1 else ''}" for s, c in hist.items())
     m = re.search(r"chord factor \(.*\) in ([\d.]+) s", (results / stored(f"logs/loo_factor/{e}.log")).read_text())
     factor = f" after a {float(m.group(1)):.1f} s factorization" if m else ""
-    wall = wall_seconds((results / "snakemake.log").read_text())
+    log = (results / "snakemake.log").read_text()
+    wall = wall_seconds(log)
+    m = re.search(r"(\d+) of \1 steps \(100%\) done", log)
+    jobs = int(m.group(1)) if m else 0
+    scratch = ", from the raw files to the figure" if "Rule: data)" in log else ""
     certified = "for every point" if loo["all_converged"] else f"{loo['not_certified']} points not certified"
     return (f"Seconds per step in that run (2 cores; `{e}`, test point {t}): fit {train['seconds']:.1f} "
             f"(to max\\|grad\\| {train['grad_maxnorm']:.1g}), CG {cg['seconds']:.1f} ({cg['iterations']} "
             f"iterations), LiSSA {lissa['seconds']:.1f}, LOO {loo['seconds_per_point']:.3f} per certified "
             f"point (max\\|grad\\| <= {loo['max_grad_maxnorm']:.2g} {certified}; {chord}){factor}; "
-            f"{wall:.0f} s from the raw files to the figure (`docs/outputs/snakemake.log`).")
+            f"{wall:.0f} s wall for the {jobs} jobs of `docs/outputs/snakemake.log`{scratch}.")
 
 
 def render(readme: str, results: Path = RESULTS) -> str:
