@@ -50,8 +50,14 @@ if "cnn_json" in snakemake.input.keys():
     groups.append(cnn_group)
     titles.append(f"{cnn_panels[0]['experiment']}: {point_title(cnn_panels[0])}")
     panels += cnn_panels
+for group in groups:  # the paper's R beside ours in each panel
+    for p in group:
+        p["stats"] = {**p["stats"], "paper_pearson": PAPER_R.get(p["title"])}
+caption = ("Paper: Koh & Liang (2017), Figure 2. The paper's CNN value (0.86) comes from its SGD protocol (Adam, "
+           "30,000 continued steps per removed point); 'CNN (certified minimum)' compares the influence function "
+           "with certified leave-one-out optima at a certified local minimum.") if "certified_json" in snakemake.input.keys() else None
 fig = influence_figure(groups, suptitle="Influence functions vs leave-one-out retraining (Koh & Liang 2017, Fig. 2)",
-                       group_titles=titles)
+                       group_titles=titles, caption=caption)
 wfio.save_figure(fig, snakemake.output.png, snakemake.output.pdf)
 table = paper_rows(panels)
 md = ("# Figure 2: predicted vs actual change in test loss\n\n"

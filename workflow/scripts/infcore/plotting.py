@@ -7,6 +7,7 @@ return matplotlib figures; saving is the caller's business.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -21,7 +22,8 @@ X_LABEL = "Actual diff in test loss"
 NOTE_COLOR = "#b03a2e"  # the note (e.g. LiSSA not converged) and the edge of its stats box
 Y_LABEL = "Predicted diff in test loss"
 COLORS = {"Linear (exact)": "#1f77b4", "Linear (approx)": "#2ca02c", "CNN": "#d62728",
-          "CNN (controlled)": "#9467bd"}
+          "CNN (controlled)": "#9467bd", "CNN (certified minimum)": "#d62728",
+          "CNN (certified), LiSSA": "#2ca02c", "CNN (certified), Gauss-Newton": "#ff7f0e"}
 
 
 def shared_limits(panels: Sequence[dict], pad: float = 0.06) -> tuple[float, float]:
@@ -80,16 +82,19 @@ def influence_panel(ax, actual, predicted, title: str, stats: dict | None = None
     if stats:
         text = (f"Pearson R = {stats['pearson']:.3f}\nSpearman $\\rho$ = {stats['spearman']:.3f}\n"
                 f"points: {stats['n_points']}")
-        x, y, ha, va = stats_corner(actual, predicted, lo, hi)
+        if stats.get("paper_pearson") is not None:  # Figure 2: the paper's value beside ours
+            text = text.replace("\n", f"\npaper: R = {stats['paper_pearson']:g}\n", 1)
+        x, y, ha, va = stats_corner(actual, predicted, lo, hi, lines=text.count("\n") + 1)
         ax.text(x, y, text, transform=ax.transAxes, va=va, ha=ha, fontsize=8.5,
                 bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": NOTE_COLOR if note else "0.8",
                       "alpha": 0.9})
 
 
-def stats_corner(actual, predicted, lo: float, hi: float) -> tuple[float, float, str, str]:
+def stats_corner(actual, predicted, lo: float, hi: float, lines: int = 3) -> tuple[float, float, str, str]:
     """Where the correlation box goes: the corner of the panel (top left, then bottom right,
-    top right, bottom left) with the fewest points under a box of about 45% x 25% of the
-    axes, so the box hides no data (axes fractions and alignment for ``ax.text``)."""
+    top right, bottom left) with the fewest points under a box of about 45% x (8% per line +
+    4%) of the axes, so the box hides no data (axes fractions and alignment for ``ax.text``)."""
+    tall = 0.04 + 0.08 * lines
     span = (hi - lo) or 1.0
     fx = (np.asarray(actual, float) - lo) / span
     fy = (np.asarray(predicted, float) - lo) / span
@@ -98,7 +103,7 @@ def stats_corner(actual, predicted, lo: float, hi: float) -> tuple[float, float,
 
     def hidden(c):
         inx = fx <= 0.5 if c[2] == "left" else fx >= 0.5
-        iny = fy >= 0.72 if c[3] == "top" else fy <= 0.28
+        iny = fy >= 1 - tall if c[3] == "top" else fy <= tall
         return int(np.count_nonzero(inx & iny))
 
     return min(corners, key=hidden)  # first of the least covered (stable)
@@ -106,12 +111,13 @@ def stats_corner(actual, predicted, lo: float, hi: float) -> tuple[float, float,
 
 def influence_figure(groups: Sequence[Sequence[dict]], groups_per_row: int | None = None,
                      suptitle: str | None = None, group_titles: Sequence[str] | None = None,
-                     panel_size: float = 3.2):
+                     panel_size: float = 3.2, caption: str | None = None):
     """A figure of panel groups; panels in a group share their (equal x/y) axis range.
 
-    Each panel dict: title, actual, predicted, stats (pearson, spearman, n_points). Groups are
-    laid out left to right, ``groups_per_row`` per row (default: all in one row), each in its
-    own subfigure titled by ``group_titles``.
+    Each panel dict: title, actual, predicted, stats (pearson, spearman, n_points; optional
+    paper_pearson, shown beside ours, and note). Groups are laid out left to right,
+    ``groups_per_row`` per row (default: all in one row), each in its own subfigure titled by
+    ``group_titles`` (wrapped to the group's width); ``caption``: a line under the panels.
     """
     groups = [list(g) for g in groups]
     per_row = groups_per_row or len(groups)
@@ -119,9 +125,15 @@ def influence_figure(groups: Sequence[Sequence[dict]], groups_per_row: int | Non
     rows = [groups[r * per_row:(r + 1) * per_row] for r in range(nrows)]
     widths = [sum(len(g) for g in row) for row in rows]
     ncols = max(widths)
-    extra = 0.35 * bool(group_titles)
-    fig = plt.figure(figsize=(panel_size * ncols, (panel_size + extra) * nrows + 0.5 * bool(suptitle)),
-                     layout="constrained")
+    chars = int(12 * panel_size)  # bold 10 pt characters across one panel
+    if group_titles:
+        sizes = [len(g) for g in groups]
+        group_titles = [textwrap.fill(t, width=max(chars, chars * k)) for t, k in zip(group_titles, sizes, strict=False)]
+    lines = max((t.count("\n") + 1 for t in group_titles), default=0) if group_titles else 0
+    extra = 0.35 * bool(group_titles) + 0.18 * max(0, lines - 1)
+    cap_lines = textwrap.wrap(caption, width=int(15 * panel_size * ncols)) if caption else []
+    fig = plt.figure(figsize=(panel_size * ncols, (panel_size + extra) * nrows + 0.5 * bool(suptitle)
+                              + 0.2 * len(cap_lines)), layout="constrained")
     row_figs = fig.subfigures(nrows, 1, squeeze=False)[:, 0] if nrows > 1 else [fig]
     gi = 0
     for row, rfig in zip(rows, row_figs, strict=True):
@@ -137,6 +149,8 @@ def influence_figure(groups: Sequence[Sequence[dict]], groups_per_row: int | Non
             gi += 1
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
+    if cap_lines:
+        fig.supxlabel("\n".join(cap_lines), fontsize=8, color="0.3")
     return fig
 
 
