@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         for bug, contract, other in rows:
             c = "<br>".join(x.split("::", 1)[1] for x in contract) or "**none**"
             o = f"{len(other)}: " + ", ".join(other[:4]) + (", ..." if len(other) > 4 else "") if other else "0"
-            print(f"| `{bug.name}` | {bug.bug_class} | `{Path(bug.path).name}`: {bug.what} | {c} | {o} |")
+            what = bug.what.replace("|", "\\|")  # a pipe would split the Markdown cell
+            print(f"| `{bug.name}` | {bug.bug_class} | `{Path(bug.path).name}`: {what} | {c} | {o} |")
         print()
         if missed:
             print(f"NOT CAUGHT: {', '.join(missed)}")
