@@ -41,12 +41,33 @@ def test_paper_model_has_2616_parameters_and_module_layout():
 
 
 def test_init_matches_original_scales():
+    """Weights ~ N(0, sigma^2) truncated at +-2 sigma (sigma = 2/sqrt(fan_in) for convolutions,
+    1/sqrt(n_classes) for the linear layer): the standardized weights' std must be the
+    truncated normal's, c = sqrt(1 - 4 phi(2) / (Phi(2) - Phi(-2))) = 0.8796, to 5 standard
+    errors (1/sqrt(2N) for N draws, normal kurtosis: conservative for the truncated one) per
+    tensor and pooled; every |w| <= 2 sigma and, pooled (N = 2,600), some |w| >= 1.9 sigma
+    (a correct init misses that with probability e^-32); mean 0 to 5 c / sqrt(N); biases 0."""
+    import math
+
     theta = cnn.init_params(0, dtype=DT)
     ps = cnn.split_params(theta)
-    for w, fan_in in [(ps[2], 72), (ps[0], 9), (ps[10], 8)]:
-        std = 2 / np.sqrt(fan_in)
-        assert w.abs().max() <= 2 * std + 1e-12  # truncated at 2 std
-    assert ps[-2].abs().max() <= 2 / np.sqrt(10)
+    phi2 = math.exp(-2) / math.sqrt(2 * math.pi)
+    c = math.sqrt(1 - 4 * phi2 / math.erf(2 / math.sqrt(2)))
+    assert c == pytest.approx(0.8796, abs=1e-4)
+    sigmas = {0: 2 / np.sqrt(9), 2: 2 / np.sqrt(72), 10: 2 / np.sqrt(8), 12: 1 / np.sqrt(10)}
+    assert [i for i, p in enumerate(ps) if p.ndim > 1] == [0, 2, 4, 6, 8, 10, 12]
+    sigmas.update({4: 2 / np.sqrt(72), 6: 2 / np.sqrt(72), 8: 2 / np.sqrt(72)})
+    pooled = []
+    for i, sigma in sigmas.items():
+        z = (ps[i] / sigma).reshape(-1)
+        n = z.numel()
+        assert float(z.abs().max()) <= 2 + 1e-12, i
+        assert abs(float(z.std()) - c) <= 5 / math.sqrt(2 * n), (i, float(z.std()))
+        assert abs(float(z.mean())) <= 5 * c / math.sqrt(n), (i, float(z.mean()))
+        pooled.append(z)
+    z = torch.cat(pooled)
+    assert abs(float(z.std()) - c) <= 5 / math.sqrt(2 * z.numel()), float(z.std())
+    assert float(z.abs().max()) >= 1.9
     assert all(float(b.abs().max()) == 0 for b in ps[1::2])
 
 

@@ -12,15 +12,18 @@ import json
 import math
 
 import pytest
+from infcore.config import is_certified, normalize
 from workflow_utils import (
     REPO,
+    SESSION_CONFIG,
+    config_error,
     copy_workflow,
     dry_run_jobs,
     job_counts,
     load_yaml,
     nothing_to_do,
     run_snakemake,
-    write_fake_mnist,
+    session_config,
     write_yaml,
 )
 
@@ -29,34 +32,9 @@ SMOKE = load_yaml(REPO / "config" / "cnn_smoke.yaml")
 CNN_RULES = {"cnn_train", "cnn_influence", "cnn_loo_shard", "cnn_control", "cnn_gather", "cnn_figure"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# The smoke configuration cut down to seconds: fake 28x28 MNIST (600 train images, 100 held
-# out, all 500 others kept), width 4, 60 steps; two test points, 6 points x 20 LOO steps,
-# next to a tiny linear experiment so that Figure 2 gets all three panels.
-TINY_CNN = {
-    "mnist_root": "resources/mnist",
-    "run_cnn": True,
-    "loo_shards": 2,
-    "cnn_loo_shards": 2,
-    "paper_figure": {"linear": "tiny_mnist", "cnn": "tiny_cnn"},
-    "experiments": {
-        "tiny_mnist": {
-            "dataset": {"kind": "mnist", "validation_size": 100, "max_test": 50},
-            "l2": 0.01, "test_indices": [3], "top_k": 20,
-            "lissa": {"depth": 200, "scale": 25.0, "repeats": 1, "batch_size": 1, "seed": 17},
-        },
-        "tiny_cnn": {
-            "dataset": {"kind": "mnist", "validation_size": 100, "fraction": 1.0, "subset_seed": 0},
-            "model": "cnn", "l2": 0.001, "test_indices": [3, 7], "top_k": 6,
-            "cnn": {
-                "device": "cpu", "width": 4,
-                "train": {"steps": 60, "batch_size": 100, "lr": 3.0e-3, "decay_steps": [40],
-                          "decay_factors": [0.3], "seed": 0, "init_seed": 0, "log_every": 20},
-                "influence": {"damping": 0.01, "hvp_batch_size": 250, "tol": 1.0e-6, "maxiter": 8},
-                "loo": {"steps": 20, "lr": None, "seed": 1, "chunk": 3, "streams": "shared"},
-            },
-        },
-    },
-}
+# The session's tiny run (workflow_utils.session_config: config/tiny.yaml plus tiny_cnn, the
+# smoke configuration cut down to seconds), shared with tests/test_workflow.py.
+TINY_CNN = session_config()
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +65,9 @@ def test_run_cnn_or_target_adds_cnn_jobs(wf, how):
     counts = job_counts(res.stdout)
     # own scatter name: --set-scatter loo=3 changes the linear shards only
     assert counts["cnn_loo_shard"] == DEFAULT["cnn_loo_shards"]
-    assert counts["loo_shard"] == 3 * sum(e.get("model", "logreg") == "logreg" for e in DEFAULT["experiments"].values())
+    # the pipeline experiments: linear models and the certified CNN (common.smk's PIPELINE)
+    pipeline = [n for n, e in DEFAULT["experiments"].items() if is_certified(normalize(e))]
+    assert counts["loo_shard"] == 3 * len(pipeline)
     for rule in ("cnn_train", "cnn_influence", "cnn_control", "cnn_gather", "cnn_figure", "summary", "paper_figure"):
         assert counts[rule] == 1, rule
     jobs = dry_run_jobs(res.stdout)
@@ -131,14 +111,13 @@ BAD = [
 
 @pytest.mark.parametrize("path,value,expected", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_bad_cnn_config_is_rejected_naming_the_key(wf, path, value, expected):
+    """The Snakefile's config check run in this process (one CLI case: tests/test_workflow.py)."""
     cfg = copy.deepcopy(DEFAULT)
     _set(cfg, path, value)
-    write_yaml(wf / "config" / "bad.yaml", cfg)
-    res = run_snakemake(wf, "-n", "--cores", "1", "--configfile", "config/bad.yaml")
-    assert res.returncode != 0, res.stdout
+    message = config_error(cfg, wf)
+    assert message is not None
     for text in expected:
-        assert text in res.stdout, f"{text!r} not in:\n{res.stdout}"
-    assert "Job stats" not in res.stdout
+        assert text in message, f"{text!r} not in:\n{message}"
 
 
 def test_smoke_config_is_valid_and_reduced(wf):
@@ -154,13 +133,8 @@ def test_smoke_config_is_valid_and_reduced(wf):
 
 
 @pytest.fixture(scope="module")
-def tiny_cnn(tmp_path_factory):
-    wd = copy_workflow(tmp_path_factory.mktemp("tiny_cnn"))
-    write_fake_mnist(wd, n_train=600, n_test=100, image_size=28)
-    write_yaml(wd / "config" / "tiny_cnn.yaml", TINY_CNN)
-    res = run_snakemake(wd, "--cores", "2", "--configfile", "config/tiny_cnn.yaml")
-    assert res.returncode == 0, res.stdout[-8000:]
-    return wd
+def tiny_cnn(tiny_run):
+    return tiny_run
 
 
 def test_tiny_cnn_figure_and_json(tiny_cnn):
@@ -200,6 +174,44 @@ def test_tiny_cnn_figure_and_json(tiny_cnn):
     assert (tiny_cnn / "benchmarks/cnn_train/tiny_cnn.tsv").exists()
 
 
+def test_tiny_cnn_values_equal_the_library_on_the_same_inputs(tiny_cnn):
+    """The workflow's CNN predictions are the library's (infcore.cnn.steps.influence_test_point
+    in this process on the run's data and trained state): float32 network, float64 CG, so
+    1e-5 relative (float32 round-off ~1e-7 amplified by at most 8 CG iterations on a damped
+    Hessian with condition < 1e2); the figure's y values are those predictions exactly, and its
+    Pearson, Spearman and slope are infcore.metrics' on the figure's rows (1e-12)."""
+    import torch
+    import wfio
+    from infcore.cnn.steps import influence_test_point, load_data
+    from infcore.metrics import pearson, slope, spearman
+
+    res = tiny_cnn / "results" / "tiny_cnn"
+    exp = TINY_CNN["experiments"]["tiny_cnn"]
+    train = json.loads((res / "cnn" / "train.json").read_text())
+    settings = {**train["settings"], "influence": exp["cnn"]["influence"], "top_k": exp["top_k"]}
+    d = load_data(settings, str(tiny_cnn / TINY_CNN["mnist_root"]))
+    state = wfio.load_torch(res / "cnn" / "train.pt")
+    with open(res / "figure.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rec = json.loads((res / "figure.json").read_text())
+    for t in exp["test_indices"]:
+        ours = wfio.load_torch(res / "cnn" / "influence" / f"test_{t}.pt")["pred"]
+        _, lib, _ = influence_test_point(settings, d, state, t, log=lambda m: None, warn=lambda m: None)
+        err = float((ours - lib["pred"]).abs().max() / lib["pred"].abs().max())
+        assert err <= 1e-5, (t, err)
+        for panel in ("CNN", "CNN (controlled)"):
+            sel = [r for r in rows if int(r["test_index"]) == t and r["panel"] == panel]
+            pred = [float(r["predicted"]) for r in sel]
+            assert pred == [float(ours[int(r["train_index"])]) for r in sel]
+            actual = [float(r["actual"]) for r in sel]
+            p = next(p for p in rec["panels"] if p["test_index"] == t and p["panel"] == panel)
+            assert abs(p["pearson"] - pearson(pred, actual)) <= 1e-12
+            assert abs(p["spearman"] - spearman(pred, actual)) <= 1e-12
+            if p.get("slope") is not None:
+                assert abs(p["slope"] - slope(pred, actual)) <= 1e-12 * max(1.0, abs(p["slope"]))
+    assert torch.is_tensor(ours)
+
+
 def test_tiny_cnn_in_figure2_and_summary(tiny_cnn):
     res = tiny_cnn / "results"
     fig2 = json.loads((res / "figure2.json").read_text())
@@ -215,7 +227,7 @@ def test_tiny_cnn_in_figure2_and_summary(tiny_cnn):
 
 
 def test_tiny_cnn_rerun_and_param_change(tiny_cnn):
-    res = run_snakemake(tiny_cnn, "-n", "--cores", "2", "--configfile", "config/tiny_cnn.yaml")
+    res = run_snakemake(tiny_cnn, "-n", "--cores", "2", "--configfile", SESSION_CONFIG)
     assert res.returncode == 0 and nothing_to_do(res.stdout), res.stdout
     cfg = copy.deepcopy(TINY_CNN)
     cfg["experiments"]["tiny_cnn"]["cnn"]["loo"]["steps"] = 30

@@ -106,3 +106,88 @@ def job_counts(output: str) -> dict[str, int]:
 
 def nothing_to_do(output: str) -> bool:
     return "Nothing to be done" in output
+
+
+def _validate_config_fn():
+    """``validate_config`` of workflow/rules/common.smk, taken from its source and run here:
+    the schema validation (filling defaults) and ``infcore.config.check_config``, raising the
+    ``WorkflowError`` whose message the CLI prints."""
+    import jsonschema
+    from infcore.config import ConfigError, check_config
+    from infcore.mnist import MnistFileError, mnist_counts
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    src = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    m = re.search(r"^def validate_config\(cfg\):\n(?:(?: .*)?\n)+", src, re.M)
+    assert m, "validate_config not found in workflow/rules/common.smk"
+    rules = REPO / "workflow" / "rules"
+
+    def validate_here(cfg, schema):  # common.smk's path is relative to the rule file
+        return validate(cfg, str((rules / schema).resolve()))
+
+    ns = {"jsonschema": jsonschema, "WorkflowError": WorkflowError, "validate": validate_here,
+          "check_config": check_config, "ConfigError": ConfigError, "MnistFileError": MnistFileError,
+          "mnist_counts": mnist_counts}
+    exec(compile(m.group(0), str(rules / "common.smk"), "exec"), ns)
+    return ns["validate_config"], WorkflowError
+
+
+def config_error(cfg: dict, workdir: Path) -> str | None:
+    """The message ``snakemake`` would stop with for config ``cfg`` (None: the config is
+    valid), checked in this process as the Snakefile checks it, with ``workdir`` as the
+    working directory (``mnist_root`` is relative to it)."""
+    import copy
+
+    validate_config, WorkflowError = _validate_config_fn()
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        validate_config(copy.deepcopy(cfg))
+    except WorkflowError as err:
+        return str(err)
+    finally:
+        os.chdir(cwd)
+    return None
+
+
+# -------------------------------------------------------------- the session's tiny run
+# The tiny CNN experiment (Figure 2's 'CNN' panel) cut down to seconds: fake 28x28 MNIST (600
+# train images, 100 held out, all 500 others kept), width 4, 60 steps; two test points, 6
+# points x 20 LOO steps.
+TINY_CNN_EXPERIMENT = {
+    "dataset": {"kind": "mnist", "validation_size": 100, "fraction": 1.0, "subset_seed": 0},
+    "model": "cnn", "l2": 0.001, "test_indices": [3, 7], "top_k": 6,
+    "cnn": {
+        "device": "cpu", "width": 4,
+        "train": {"steps": 60, "batch_size": 100, "lr": 3.0e-3, "decay_steps": [40],
+                  "decay_factors": [0.3], "seed": 0, "init_seed": 0, "log_every": 20},
+        "influence": {"damping": 0.01, "hvp_batch_size": 250, "tol": 1.0e-6, "maxiter": 8},
+        "loo": {"steps": 20, "lr": None, "seed": 1, "chunk": 3, "streams": "shared"},
+    },
+}
+SESSION_CONFIG = "config/session.yaml"
+
+
+def session_config() -> dict:
+    """config/tiny.yaml (the linear experiments tiny_mnist, tiny_random) plus tiny_cnn, so
+    that one run feeds every end-to-end test and Figure 2 gets all three panels."""
+    import copy
+
+    cfg = load_yaml(REPO / "config" / "tiny.yaml")
+    cfg["run_cnn"] = True
+    cfg["cnn_loo_shards"] = 2
+    cfg["paper_figure"] = {**cfg["paper_figure"], "cnn": "tiny_cnn"}
+    cfg["experiments"]["tiny_cnn"] = copy.deepcopy(TINY_CNN_EXPERIMENT)
+    return cfg
+
+
+def make_tiny_run(wd: Path) -> Path:
+    """The session config run end to end through the CLI in ``wd``, on fake 28x28 MNIST files
+    (the CNN needs 28x28; about 100 s on 2 cores)."""
+    copy_workflow(wd)
+    write_fake_mnist(wd, n_train=600, n_test=100, image_size=28)
+    write_yaml(wd / SESSION_CONFIG, session_config())
+    res = run_snakemake(wd, "--cores", "2", "--configfile", SESSION_CONFIG)
+    assert res.returncode == 0, res.stdout[-8000:]
+    return wd
