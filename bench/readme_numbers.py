@@ -4,7 +4,7 @@ The numbers come from a copy of a default run's outputs committed under ``docs/o
 (``results/`` paths without the leading ``results/``; the LOO factor's log in
 ``factor_logs/`` and the run's Snakemake log beside them), so README and outputs can be compared on a fresh clone:
 
-    snakemake --cores 2 results/figure2.png      # a default run (about 2 minutes)
+    snakemake --cores 2                          # a default run (about 21 minutes on 2 cores)
     python bench/readme_numbers.py --collect .   # copy its outputs to docs/outputs/
     python bench/readme_numbers.py               # rewrite README.md between the markers
     python bench/readme_numbers.py --check       # exit 1 (and a diff) if README disagrees
