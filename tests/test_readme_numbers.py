@@ -32,15 +32,22 @@ def test_every_figure2_panel_has_a_row():
 
 
 def test_a_changed_output_is_detected(tmp_path):
-    """A third panel in figure2.md gets its own row, and any number that changes shows up."""
+    """A changed value in figure2.md (here: the last panel's Pearson R) shows up in its row, and
+    any number that changes makes the check fail."""
     res = tmp_path / "results"
     shutil.copytree(rn.RESULTS, res)
     md = (res / "figure2.md").read_text()
-    row = "| CNN (certified minimum) | 0.91234 | 0.86 | 0.9 | 0.7 | 5000 | 40 | 6558 | c | |"
-    (res / "figure2.md").write_text(md.rstrip("\n") + "\n" + row + "\n")
+    last = rn.md_table(md)[-1]
+    old_r = last["Pearson R (ours)"]
+    lines = md.splitlines()
+    i = max(k for k, ln in enumerate(lines) if ln.startswith(f"| {last['Panel']} |"))
+    lines[i] = lines[i].replace(f"| {old_r} |", "| 0.91234 |", 1)
+    (res / "figure2.md").write_text("\n".join(lines) + "\n")
+    table = rn.results_table(res)
+    row = next(r for r in rn.md_table(table) if r["Panel"].startswith(last["Panel"]))
+    assert row["Pearson R (ours)"] == "0.91234" != old_r
     readme = rn.README.read_text()
-    new = rn.render(readme, res)
-    assert "| CNN (certified minimum) | 0.91234 | 0.86 | 0.9 | 0.7 | 5,000 | 40 | 6558 |" in new
+    assert table in rn.render(readme, res) and table not in readme
     train = json.loads((res / "mnist_logreg/train/train.json").read_text())
     train["seconds"] += 10
     (res / "mnist_logreg/train/train.json").write_text(json.dumps(train))
