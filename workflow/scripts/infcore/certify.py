@@ -109,6 +109,13 @@ def _lbfgs(obj, theta: Tensor, tol: float, max_iter: int) -> tuple[Tensor, int]:
     return param.data.detach().clone(), int(opt.state[param].get("n_iter", 0)) if max_iter > 0 else 0
 
 
+def _lbfgs_round(obj, theta: Tensor, tol: float, max_iter: int):
+    """L-BFGS from theta; returns (theta, loss, gradient, max|grad|, iterations)."""
+    theta, k = _lbfgs(obj, theta, tol, max_iter)
+    f, g = obj.loss_and_grad(theta)
+    return theta, f, g, float(g.abs().max()), k
+
+
 def _tr_step(evals: Tensor, coef: Tensor, radius: float) -> tuple[Tensor, float]:
     """Solution of ``min g.d + d.H d / 2, ||d|| <= radius`` in H's eigenbasis (coef = V^T g):
     ``d = -sum coef_j / (lam_j + mu) v_j``, ``mu = 0`` when H is definite and the Newton step
@@ -183,11 +190,9 @@ def certified_fit(obj, theta0: Tensor, tol: float = 1e-9, lbfgs_tol: float = 1e-
                     f"mu {mu:.3g}, lam_min {float(evals[0]):.3g}{' (new H)' if fresh else ''}")
                 if (float(evals[0]) <= 0 or ratio > 1) and gm > tol and rounds < max_rounds:
                     # far from a minimum: cheap L-BFGS iterations instead of a Hessian per step
-                    theta, k = _lbfgs(obj, theta, lbfgs_tol, max_lbfgs)
+                    theta, f, g, gm, k = _lbfgs_round(obj, theta, lbfgs_tol, max_lbfgs)
                     its += k
                     rounds += 1
-                    f, g = obj.loss_and_grad(theta)
-                    gm = float(g.abs().max())
                     log(f"L-BFGS round {rounds} (the Hessian was {'indefinite' if float(evals[0]) <= 0 else 'not predictive'}): "
                         f"{k} iterations, loss {float(f):.12g}, max|grad| {gm:.3g}")
                     evals = None
@@ -218,12 +223,9 @@ def certified_fit(obj, theta0: Tensor, tol: float = 1e-9, lbfgs_tol: float = 1e-
             if float(f1) < float(f):
                 break
             alpha *= 0.5
-        theta = theta + alpha * v
-        theta, k = _lbfgs(obj, theta, lbfgs_tol, max_lbfgs)
+        theta, f, g, gm, k = _lbfgs_round(obj, theta + alpha * v, lbfgs_tol, max_lbfgs)
         its += k
         rounds += 1
-        f, g = obj.loss_and_grad(theta)
-        gm = float(g.abs().max())
         log(f"saddle (Hessian eigenvalue {float(ev[0]):.3g}): a step of {alpha:.3g} along its eigenvector, then "
             f"L-BFGS round {rounds}: {k} iterations, loss {float(f):.12g}, max|grad| {gm:.3g}")
         evals = None
