@@ -360,11 +360,11 @@ def gather_loo(shards: Sequence[dict], control: dict | None = None) -> tuple[lis
     summary["seconds_per_point"] = seconds / len(idx) if idx else 0.0
     if certified:
         gm = [float(g) for sh in shards for g in sh["grad_maxnorm"].tolist()]
-        ok = [g for g, c in zip(gm, (bool(c) for sh in shards for c in sh["converged"].tolist()), strict=True) if c]
+        conv = [bool(c) for sh in shards for c in sh["converged"].tolist()]
+        ok = [g for g, c in zip(gm, conv, strict=True) if c]
         summary.update(max_grad_maxnorm=max(gm) if gm else 0.0,
                        max_grad_maxnorm_certified=max(ok) if ok else None,
-                       all_converged=all(bool(c) for sh in shards for c in sh["converged"].tolist()),
-                       not_certified=sum(not bool(c) for sh in shards for c in sh["converged"].tolist()))
+                       all_converged=all(conv), not_certified=sum(not c for c in conv))
     ratios = [float(v) for sh in shards for v in sh.get("basin_ratio", torch.zeros(0)).tolist()]
     if ratios:  # non-convex models: how far each optimum lies, in units of the first step
         summary.update(basin_ratio_range=[min(ratios), max(ratios)],
